@@ -1,0 +1,65 @@
+"""Trainer callbacks: a readable progress line, a NaN/inf guard and a JSON-lines metrics log."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from pipeline.errors import PipelineError
+
+
+class ProgressLine(TrainerCallback):
+    """One line per logging step: epoch, step, running loss and accuracy, learning rate; one per eval."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        epoch = f"epoch {logs.get('epoch', state.epoch or 0):.2f}"
+        if "loss" in logs:
+            parts = [f"step {state.global_step}/{state.max_steps}", epoch, f"loss {logs['loss']:.4f}"]
+            if "accuracy" in logs:
+                parts.append(f"acc {logs['accuracy']:.3f}")
+            if "learning_rate" in logs:
+                parts.append(f"lr {logs['learning_rate']:.2e}")
+            print("train | " + " | ".join(parts), flush=True)
+        elif any(key.startswith("eval_") for key in logs):
+            shown = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)
+                     and not k.endswith(("runtime", "per_second"))}
+            print(f"eval  | step {state.global_step} | {epoch} | " +
+                  " | ".join(f"{k} {v:.4f}" for k, v in shown.items()), flush=True)
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stops the run with a clear message when the training loss becomes NaN or infinite.
+
+    Needs ``logging_nan_inf_filter=False`` so the logged loss shows the NaN instead of hiding it.
+    """
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise PipelineError(
+                f"training loss became {loss} at step {state.global_step}; lower training.learning_rate "
+                f"(now {args.learning_rate:g}), keep max_grad_norm, or check the data (checkpoints so far: "
+                f"{args.output_dir})")
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every log record (training and evaluation) to ``metrics.jsonl`` in the run folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, **logs}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, default=float) + "\n")
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)

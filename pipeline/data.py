@@ -1,0 +1,381 @@
+"""Datasets: the catalogue of named datasets, file readers, splits and label maps.
+
+A named dataset resolves to files under the data root (``$PIPELINE_DATA_DIR``, else ``shared/data``
+beside the project when it exists) and otherwise to its Hub name, so one recipe runs offline and
+online. Local files (csv, tsv, jsonl, json, parquet; ``.gz`` for jsonl/json) are read by our own
+readers so that a bad row is reported with its file and line, not as a library traceback.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pipeline.errors import PipelineError
+
+Columns = dict[str, list[Any]]  # a split as columns: {"sentence": [...], "label": [...]}
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path | None:
+    """Where named datasets live locally, or None (then they come from the Hub)."""
+    env = os.environ.get("PIPELINE_DATA_DIR")
+    if env:
+        return Path(env)
+    for candidate in (PROJECT_ROOT.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Readers: one per file format, each returning columns and failing with file:line messages
+
+
+def read_text(path: Path) -> str:
+    """Read a whole text file as UTF-8 (gz transparently), failing with the byte offset if it is not."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PipelineError(f"{path} line {line} is not UTF-8 (byte {raw[exc.start]:#04x}); "
+                            f"re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _read_delimited(path: Path, delimiter: str) -> Columns:
+    text = read_text(path)
+    # TSV files (GLUE's among them) use no quoting: a " inside a sentence is just a character.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise PipelineError(f"{path} is empty; it needs a header line and rows") from None
+    columns: Columns = {name: [] for name in header}
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise PipelineError(f"{path} line {reader.line_num}: {len(row)} fields where the header has "
+                                f"{len(header)}; fix that row (a stray delimiter or quote?)")
+        for name, value in zip(header, row):
+            columns[name].append(value)
+    return columns
+
+
+def _rows_to_columns(rows: list[dict], path: Path) -> Columns:
+    columns: Columns = {}
+    for i, row in enumerate(rows):
+        for key in row:
+            columns.setdefault(key, [None] * i)
+        for key, values in columns.items():
+            values.append(row.get(key))
+    return columns
+
+
+def _read_jsonl(path: Path) -> Columns:
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PipelineError(f"{path} line {number} is not valid JSON ({exc.msg}); fix or delete that line") from None
+        if not isinstance(row, dict):
+            raise PipelineError(f"{path} line {number} is not a JSON object; each line must be {{\"text\": ..., ...}}")
+        rows.append(row)
+    return _rows_to_columns(rows, path)
+
+
+def _read_json(path: Path) -> Columns:
+    text = read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # JSON lines saved as .json
+            return _read_jsonl(path)
+        raise PipelineError(f"{path} line {exc.lineno} is not valid JSON ({exc.msg}); fix the file") from None
+    if isinstance(data, dict) and "data" in data and isinstance(data["data"], list):
+        data = data["data"]
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        return {k: list(v) for k, v in data.items()}
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return _rows_to_columns(data, path)
+    raise PipelineError(f"{path}: expected a list of objects or an object of columns; "
+                        f"or use JSON lines (.jsonl)")
+
+
+def _read_parquet(path: Path) -> Columns:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pydict()
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise PipelineError(f"{path} is not a readable parquet file ({type(exc).__name__}); check the file") from None
+
+
+READERS: dict[str, Callable[[Path], Columns]] = {
+    ".csv": lambda p: _read_delimited(p, ","),
+    ".tsv": lambda p: _read_delimited(p, "\t"),
+    ".jsonl": _read_jsonl,
+    ".json": _read_json,
+    ".parquet": _read_parquet,
+}
+
+
+def read_file(path: str | Path) -> Columns:
+    """Read a data file into columns, by its extension."""
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:-1]) if path.suffix == ".gz" else path.suffix
+    suffix = suffix.lower()
+    if not path.exists():
+        raise PipelineError(f"data file {path} does not exist; check the path")
+    if path.is_dir():
+        raise PipelineError(f"data file {path} is a directory; give a file inside it")
+    if suffix not in READERS:
+        raise PipelineError(f"data file {path} has an unsupported format {suffix or '(none)'}; "
+                            f"use one of {', '.join(READERS)}")
+    if path.stat().st_size == 0:
+        raise PipelineError(f"data file {path} is empty")
+    columns = READERS[suffix](path)
+    if not columns or not any(columns.values()):
+        raise PipelineError(f"data file {path} holds no rows")
+    return columns
+
+
+# --------------------------------------------------------------------------------------------
+# The catalogue
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    name: str
+    hub_path: str
+    hub_config: str | None
+    text_column: str
+    label_column: str
+    label_names: tuple[str, ...]
+    load_local: Callable[[Path], dict[str, Columns]]  # data root -> splits
+    folder: str
+
+
+def _sst2_local(root: Path) -> dict[str, Columns]:
+    folder = root / "sst2"
+    splits = {"train": read_file(folder / "train.tsv"), "validation": read_file(folder / "dev.tsv")}
+    test = read_file(folder / "test.tsv")  # GLUE's test split has no labels
+    splits["test"] = {"sentence": test["sentence"], "label": [None] * len(test["sentence"])}
+    return splits
+
+
+def _rotten_tomatoes_local(root: Path) -> dict[str, Columns]:
+    """The v1.0 polarity files, split 80/10/10 with a fixed seed (the Hub copy's sizes)."""
+    folder = root / "rotten_tomatoes"
+    rows = []
+    for label, name in ((0, "rt-polarity.neg"), (1, "rt-polarity.pos")):
+        text = (folder / name).read_bytes().decode("latin-1")  # the original release is Latin-1
+        rows += [(line.strip(), label) for line in text.splitlines() if line.strip()]
+    random.Random(1234).shuffle(rows)
+    n_eval = len(rows) // 10
+    parts = {"validation": rows[:n_eval], "test": rows[n_eval:2 * n_eval], "train": rows[2 * n_eval:]}
+    return {split: {"text": [t for t, _ in part], "label": [l for _, l in part]} for split, part in parts.items()}
+
+
+def _imdb_local(root: Path) -> dict[str, Columns]:
+    folder = root / "imdb"
+    splits = {}
+    for split in ("train", "test"):
+        parts = [read_file(p) for p in sorted(folder.glob(f"{split}-*.jsonl.gz"))]
+        splits[split] = {"text": sum((p["text"] for p in parts), []), "label": sum((p["label"] for p in parts), [])}
+    return splits
+
+
+CATALOGUE: dict[str, NamedDataset] = {d.name: d for d in (
+    NamedDataset("sst2", "glue", "sst2", "sentence", "label", ("negative", "positive"), _sst2_local, "sst2"),
+    NamedDataset("rotten_tomatoes", "cornell-movie-review-data/rotten_tomatoes", None, "text", "label",
+                 ("neg", "pos"), _rotten_tomatoes_local, "rotten_tomatoes"),
+    NamedDataset("imdb", "stanfordnlp/imdb", None, "text", "label", ("neg", "pos"), _imdb_local, "imdb"),
+)}
+
+
+def load_named(name: str) -> dict[str, Columns]:
+    """Splits of a named dataset: from the data root if it is there, else from the Hub."""
+    entry = CATALOGUE.get(name)
+    root = data_root()
+    if entry and root and (root / entry.folder).is_dir():
+        return entry.load_local(root)
+    hub_path, hub_config = (entry.hub_path, entry.hub_config) if entry else (name, None)
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(hub_path, hub_config)
+    except Exception as exc:  # offline, unknown id, ...: one line, with what to do
+        known = ", ".join(CATALOGUE)
+        raise PipelineError(
+            f"dataset {name!r} is not under the data root ({root or 'none found'}) and could not be loaded "
+            f"from the Hub as {hub_path}{'/' + hub_config if hub_config else ''} ({type(exc).__name__}); "
+            f"use one of {known}, set PIPELINE_DATA_DIR, or give dataset.train_file") from None
+    return {split: ds.to_dict() for split, ds in loaded.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Text classification data: columns checked, texts cleaned, labels mapped, splits made
+
+
+@dataclass
+class TextClassificationData:
+    splits: Any  # datasets.DatasetDict with columns "text" and "label" (ids; -1 where unlabelled)
+    label_names: list[str]
+    dropped_empty: dict[str, int]
+
+
+def load_text_classification(cfg: Any, seed: int) -> TextClassificationData:
+    """Load ``cfg`` (a DatasetConfig) into train/validation[/test] with integer labels."""
+    import datasets
+
+    entry = CATALOGUE.get(cfg.name) if cfg.name else None
+    if cfg.name:
+        raw = load_named(cfg.name)
+        source = f"dataset {cfg.name}"
+    else:
+        raw = {"train": read_file(cfg.train_file)}
+        if cfg.validation_file:
+            raw["validation"] = read_file(cfg.validation_file)
+        if cfg.test_file:
+            raw["test"] = read_file(cfg.test_file)
+        source = "dataset files"
+    text_col = cfg.text_column or (entry.text_column if entry else "text")
+    label_col = cfg.label_column or (entry.label_column if entry else "label")
+    if "train" not in raw:
+        raise PipelineError(f"{source} has no train split (splits: {', '.join(raw)})")
+
+    texts: dict[str, list[str]] = {}
+    labels: dict[str, list[Any]] = {}
+    dropped: dict[str, int] = {}
+    for split, columns in raw.items():
+        where = _where(cfg, split, source)
+        for col, role in ((text_col, "text"), (label_col, "label")):
+            if col not in columns:
+                raise PipelineError(f"{where} has no {role} column {col!r}; its columns are "
+                                    f"{', '.join(map(str, columns))}; set dataset.{role}_column")
+        kept_text, kept_label = [], []
+        for i, (text, label) in enumerate(zip(columns[text_col], columns[label_col])):
+            if text is None or not str(text).strip():
+                dropped[split] = dropped.get(split, 0) + 1
+                continue
+            if label is None or (isinstance(label, str) and not label.strip()):
+                if split == "test":
+                    label = None
+                else:
+                    raise PipelineError(f"{where} row {i + 1} has no label; fill it in or remove the row")
+            kept_text.append(str(text))
+            kept_label.append(label)
+        if not kept_text:
+            raise PipelineError(f"{where}: every text in column {text_col!r} is empty; check dataset.text_column")
+        texts[split], labels[split] = kept_text, kept_label
+    for split, count in dropped.items():
+        print(f"data: dropped {count} empty text(s) from {split}")
+
+    label_names, to_id = _label_map(labels, entry, cfg, source)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=label_names)})
+    splits = {}
+    for split in texts:
+        ids = []
+        for i, label in enumerate(labels[split]):
+            if label is None:
+                ids.append(-1)
+                continue
+            label_id = to_id(label)
+            if label_id is None:
+                raise PipelineError(f"{_where(cfg, split, source)} has label {label!r}, which the training "
+                                    f"data never has (train labels: {', '.join(label_names)}); fix or drop those rows")
+            ids.append(label_id)
+        if -1 in ids:  # unlabelled (e.g. GLUE test): ClassLabel cannot hold -1
+            split_features = datasets.Features({"text": datasets.Value("string"), "label": datasets.Value("int64")})
+        else:
+            split_features = features
+        splits[split] = datasets.Dataset.from_dict({"text": texts[split], "label": ids}, features=split_features)
+
+    dataset = datasets.DatasetDict(splits)
+    if "validation" not in dataset:
+        parts = dataset["train"].train_test_split(test_size=cfg.validation_split, seed=seed,
+                                                  stratify_by_column="label")
+        dataset["train"], dataset["validation"] = parts["train"], parts["test"]
+        print(f"data: no validation split; held out a stratified {cfg.validation_split:.0%} of train "
+              f"({len(dataset['validation'])} rows, seed {seed})")
+    if cfg.max_train_samples:
+        dataset["train"] = _subset(dataset["train"], cfg.max_train_samples, seed)
+    if cfg.max_eval_samples:
+        for split in ("validation", "test"):
+            if split in dataset:
+                dataset[split] = _subset(dataset[split], cfg.max_eval_samples, seed)
+    classes = set(dataset["train"]["label"])
+    if len(classes) < 2:
+        only = label_names[next(iter(classes))] if classes else "none"
+        raise PipelineError(f"the training data has a single class ({only}); a classifier needs at least two "
+                            f"(check dataset.label_column, or raise dataset.max_train_samples)")
+    return TextClassificationData(dataset, label_names, dropped)
+
+
+def _where(cfg: Any, split: str, source: str) -> str:
+    file = getattr(cfg, f"{split}_file", None) if not cfg.name else None
+    return f"{file} ({split})" if file else f"{source} ({split} split)"
+
+
+def _label_map(labels: dict[str, list[Any]], entry: NamedDataset | None, cfg: Any,
+               source: str) -> tuple[list[str], Callable[[Any], int | None]]:
+    """Label names in id order (the catalogue's, the integers 0..max, or sorted strings), and a
+    function from a raw label to its id (None for a label training never had)."""
+    train = [l for l in labels["train"] if l is not None]
+    kinds = {_label_kind(l) for l in train}
+    if len(kinds) > 1:
+        counts = Counter(_label_kind(l) for l in train)
+        raise PipelineError(f"{_where(cfg, 'train', source)} mixes label types ({', '.join(f'{n} {k}' for k, n in counts.items())}); "
+                            f"use all integers or all strings")
+    kind = kinds.pop() if kinds else "str"
+    if kind == "int":
+        values = sorted({int(str(l).strip()) for l in train})
+        if values[0] < 0:
+            raise PipelineError(f"{_where(cfg, 'train', source)} has negative label {values[0]}; "
+                                f"integer labels must be 0..N-1 (or use label names)")
+        # Integer labels keep their ids; names come from the catalogue or are the integers.
+        names = list(entry.label_names) if entry and len(entry.label_names) > values[-1] else \
+            [str(i) for i in range(values[-1] + 1)]
+        seen = set(values)
+
+        def int_id(label: Any) -> int | None:
+            text = str(label).strip()
+            if _label_kind(label) != "int":
+                return None
+            value = int(float(text))
+            return value if value in seen else None
+        return names, int_id
+    names = sorted({str(l).strip() for l in train})
+    ids = {name: i for i, name in enumerate(names)}
+    return names, lambda label: ids.get(str(label).strip())
+
+
+def _label_kind(label: Any) -> str:
+    if isinstance(label, bool):
+        return "bool"
+    if isinstance(label, int):
+        return "int"
+    if isinstance(label, float):
+        return "int" if label.is_integer() else "float"
+    text = str(label).strip()
+    return "int" if text.lstrip("-").isdigit() else "str"
+
+
+def _subset(split: Any, n: int, seed: int) -> Any:
+    return split.shuffle(seed=seed).select(range(min(n, len(split)))) if n < len(split) else split

@@ -1,0 +1,136 @@
+"""The run folder: what a run leaves behind, and how to read it back.
+
+    run_config.yaml        the resolved config (every default filled in)
+    labels.json            label names in id order
+    adapter_config.json +  adapter_model.safetensors   (LoRA)  |  config.json + model.safetensors (full, head)
+    tokenizer files
+    metrics.json           final metrics per split, parameter counts, timing
+    metrics.jsonl          every training/evaluation log record
+    confusion_matrix.{txt,png}
+    README.md              a model card
+    checkpoints/           Trainer checkpoints (resumable)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import RunConfig, save_config, validate
+from pipeline.errors import PipelineError
+
+CONFIG_FILE = "run_config.yaml"
+LABELS_FILE = "labels.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def prepare(config: RunConfig, overwrite: bool) -> Path:
+    """Create the run folder; refuse to replace another run unless asked, never touch other files."""
+    run_dir = Path(config.output_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PipelineError(f"output_dir {run_dir} is a file; choose a folder path")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not (run_dir / CONFIG_FILE).exists():
+            raise PipelineError(f"output_dir {run_dir} holds files that are not a pipeline run; "
+                                f"choose a new or empty folder")
+        if not overwrite:
+            raise PipelineError(f"output_dir {run_dir} already holds a run; pass --overwrite to replace it "
+                                f"or set output_dir=... to keep both")
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PipelineError(f"cannot write to output_dir {run_dir} ({exc.strerror}); choose a writable folder") from None
+    save_config(config, run_dir / CONFIG_FILE)
+    return run_dir
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PipelineError(f"run folder {run_dir} does not exist; give the output_dir of a finished run")
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise PipelineError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give the output_dir of a run")
+    from pipeline.config import load_yaml
+
+    return validate(load_yaml(path))
+
+
+def save_labels(run_dir: Path, label_names: list[str]) -> None:
+    (run_dir / LABELS_FILE).write_text(json.dumps(label_names, indent=1), encoding="utf-8")
+
+
+def load_labels(run_dir: str | Path) -> list[str]:
+    path = Path(run_dir) / LABELS_FILE
+    if not path.exists():
+        raise PipelineError(f"run folder {run_dir} has no {LABELS_FILE}; the run did not finish, "
+                            f"retrain it or resume from {Path(run_dir) / CHECKPOINTS}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_adapter_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "adapter_config.json").exists()
+
+
+def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    path = run_dir / METRICS_FILE
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update(metrics)
+    path.write_text(json.dumps(current, indent=2), encoding="utf-8")
+
+
+def load_metrics(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / METRICS_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_model_card(run_dir: Path, config: RunConfig, metrics: dict[str, Any]) -> None:
+    """README.md: what was trained, on what, how well, and how to load it."""
+    dataset = config.dataset.name or config.dataset.train_file
+    params = metrics.get("parameters", {})
+    rows = []
+    for split in ("validation", "test"):
+        for key, value in (metrics.get(split) or {}).items():
+            if isinstance(value, float):
+                rows.append(f"| {split} | {key} | {value:.4f} |")
+    if config.method == "lora":
+        usage = (f"from peft import AutoPeftModelForSequenceClassification\n"
+                 f"model = AutoPeftModelForSequenceClassification.from_pretrained(\"{run_dir}\")")
+    else:
+        usage = (f"from transformers import pipeline\n"
+                 f"classifier = pipeline(\"text-classification\", model=\"{run_dir}\")")
+    card = f"""---
+library_name: {'peft' if config.method == 'lora' else 'transformers'}
+tags: [{config.recipe}, {config.method}]
+---
+# {run_dir.name}
+
+A `{config.recipe}` model: base `{config.model}`, method `{config.method}`, data `{dataset}`.
+Trainable parameters: {params.get('trainable', 0):,} of {params.get('total', 0):,} ({params.get('percent', 0):.2f}%).
+
+| split | metric | value |
+|---|---|---|
+{chr(10).join(rows)}
+
+![confusion matrix](confusion_matrix.png)
+
+## Use
+```
+pipeline predict {run_dir} --text "A true cinematic achievement!"
+```
+```python
+{usage}
+```
+
+## Training config
+```yaml
+{(run_dir / CONFIG_FILE).read_text() if (run_dir / CONFIG_FILE).exists() else ''}```
+"""
+    (run_dir / "README.md").write_text(card, encoding="utf-8")

@@ -1,0 +1,165 @@
+"""Running a recipe: TrainingArguments with the pipeline's defaults, Trainer with our callbacks, and
+the run folder at the end.
+
+A recipe module (``recipes/<name>.py``) provides ``build(config) -> Task`` and
+``evaluate(model, tokenizer, task, run_dir, split) -> metrics``; this module owns the loop around them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from pipeline import runs
+from pipeline.callbacks import MetricsLog, NonFiniteLossGuard, ProgressLine
+from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
+from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report
+
+
+@dataclass
+class Task:
+    """What a recipe builds for a run: a model with its task head, tokenized data, and how to score it."""
+    model: torch.nn.Module
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any
+    collator: Callable
+    compute_metrics: Callable | None
+    metric: str  # the validation metric that picks the best checkpoint, e.g. "accuracy"
+    peft_task_type: str  # peft TaskType name, e.g. "SEQ_CLS"
+    label_names: list[str] = field(default_factory=list)
+    eval_splits: dict[str, Any] = field(default_factory=dict)  # split name -> raw split for the final report
+
+
+class PipelineTrainer(Trainer):
+    """Trainer that also reports running training accuracy in its logs (the argmax of the logits
+    against the labels, ignoring -100), at no extra forward pass."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._correct = torch.zeros((), dtype=torch.long)
+        self._seen = torch.zeros((), dtype=torch.long)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        logits = outputs.get("logits") if isinstance(outputs, dict) else None
+        if model.training and labels is not None and logits is not None and logits.shape[:-1] == labels.shape:
+            with torch.no_grad():
+                mask = labels != -100
+                self._correct += ((logits.argmax(-1) == labels) & mask).sum().cpu()
+                self._seen += mask.sum().cpu()
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._seen > 0:
+            logs["accuracy"] = round(self._correct.item() / self._seen.item(), 4)
+            self._correct.zero_()
+            self._seen.zero_()
+        super().log(logs, start_time)
+
+
+def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[TrainingArguments, int | None]:
+    """The seed's recipe as defaults (AdamW, linear decay after 10% warmup, weight decay 0.01, which
+    Trainer keeps off biases and LayerNorm, clipping at 1.0), overridden by ``training:``."""
+    settings: dict[str, Any] = dict(
+        num_train_epochs=3,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=64,
+        learning_rate=DEFAULT_LEARNING_RATE[config.method],
+        lr_scheduler_type="linear",
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=task.metric,
+        greater_is_better=True,
+        logging_steps=0.05,
+        logging_nan_inf_filter=False,  # the NaN guard must see a NaN loss
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    settings.update(config.training)
+    patience = settings.pop("early_stopping_patience", None)
+    if patience and settings.get("eval_strategy") == "no":
+        raise PipelineError("training.early_stopping_patience needs evaluation; set training.eval_strategy=epoch")
+    if settings.get("eval_strategy") == "no":
+        settings["load_best_model_at_end"] = False
+    if settings.get("save_strategy") != settings.get("eval_strategy") and settings.get("load_best_model_at_end"):
+        settings["load_best_model_at_end"] = False  # Trainer needs the two aligned to track the best
+    if (settings.get("bf16") or settings.get("fp16")) and not torch.cuda.is_available():
+        if settings.get("fp16"):
+            raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
+        settings["use_cpu"] = True  # Trainer's CPU bf16 path (autocast)
+    settings = {k: v for k, v in settings.items() if k in _argument_names()}
+    try:
+        args = TrainingArguments(output_dir=str(run_dir / runs.CHECKPOINTS), seed=config.seed, **settings)
+    except (ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PipelineError(f"training settings rejected: {first}") from None
+    return args, patience
+
+
+def _argument_names() -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(TrainingArguments)}
+
+
+def train(config: RunConfig, overwrite: bool = False) -> Path:
+    """Run ``config`` end to end and return the run folder."""
+    from recipes import get_recipe
+
+    recipe = get_recipe(config.recipe)
+    run_dir = runs.prepare(config, overwrite)
+    task = recipe.build(config)
+    model = apply_method(task.model, config.method, config.lora, task.peft_task_type)
+    params = parameter_report(model)
+    print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
+          f"{params['total']:,} parameters ({params['percent']:.2f}%)")
+    args, patience = training_arguments(config, task, run_dir)
+    callbacks = [ProgressLine(), NonFiniteLossGuard(), MetricsLog(run_dir / runs.LOG_FILE)]
+    if patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    trainer = PipelineTrainer(model=model, args=args, train_dataset=task.train_dataset,
+                              eval_dataset=task.eval_dataset, data_collator=task.collator,
+                              processing_class=task.tokenizer, compute_metrics=task.compute_metrics,
+                              callbacks=callbacks)
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
+    start = time.perf_counter()
+    result = trainer.train()
+    train_seconds = time.perf_counter() - start
+    if not trainer.is_world_process_zero():
+        return run_dir
+    # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.
+    model.save_pretrained(run_dir)
+    task.tokenizer.save_pretrained(run_dir)
+    runs.save_labels(run_dir, task.label_names)
+    summary = {
+        "parameters": params,
+        "train": {"seconds": round(train_seconds, 1), "steps": result.global_step,
+                  "samples_per_second": result.metrics.get("train_samples_per_second"),
+                  "loss": result.metrics.get("train_loss"),
+                  "best_checkpoint": trainer.state.best_model_checkpoint},
+    }
+    runs.save_metrics(run_dir, summary)
+    model.eval()
+    for split, data in task.eval_splits.items():
+        recipe.evaluate(model, task.tokenizer, config, task.label_names, data, run_dir, split)
+    runs.write_model_card(run_dir, config, runs.load_metrics(run_dir))
+    print(f"run folder: {run_dir}")
+    return run_dir
+

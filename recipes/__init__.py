@@ -1,0 +1,21 @@
+"""Task recipes. Each module says what a task is (data, tokenization, model head, metrics);
+``pipeline.training`` says how every task is run."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from pipeline.errors import PipelineError
+
+RECIPES = {
+    "sequence_classification": "one label per text (sentiment, topics); full, head or LoRA",
+}
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def get_recipe(name: str) -> ModuleType:
+    if name not in RECIPES:
+        raise PipelineError(f"recipe {name!r} is unknown; choose one of {', '.join(RECIPES)}")
+    return importlib.import_module(f"recipes.{name}")

@@ -1,0 +1,119 @@
+"""Sequence classification: one label per text (sentiment first).
+
+build():    load and check the data, tokenize it with ``datasets.map`` (batched; no padding here: the
+            collator pads each batch to its own longest text), put a fresh classification head on
+            the encoder.
+evaluate(): score a split with the batched inference engine, write metrics and the confusion matrix.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from pipeline import runs
+from pipeline.config import RunConfig
+from pipeline.data import load_text_classification
+from pipeline.errors import PipelineError
+from pipeline.inference import TextClassifier
+from pipeline.metrics import classification_metrics, confusion, confusion_text, plot_confusion
+from pipeline.models import load_pretrained, load_tokenizer
+from pipeline.training import Task
+
+PEFT_TASK_TYPE = "SEQ_CLS"
+METRIC = "accuracy"
+
+
+def build(config: RunConfig) -> Task:
+    data = load_text_classification(config.dataset, config.seed)
+    splits, label_names = data.splits, data.label_names
+    print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
+          f" rows; labels: {', '.join(label_names)}")
+    tokenizer = load_tokenizer(config.model)
+    max_length = config.dataset.max_length
+    model_limit = getattr(tokenizer, "model_max_length", None) or 10**9
+    if max_length > model_limit:
+        raise PipelineError(f"dataset.max_length={max_length} exceeds the model's limit of {model_limit} tokens; "
+                            f"set dataset.max_length={model_limit} or less")
+    encoded = tokenize(splits.filter(lambda row: row["label"] >= 0), tokenizer, max_length)
+    print(length_report(encoded["train"], max_length))
+    model = load_pretrained(AutoModelForSequenceClassification, config.model, num_labels=len(label_names),
+                            id2label=dict(enumerate(label_names)),
+                            label2id={name: i for i, name in enumerate(label_names)})
+    if tokenizer.pad_token is None:  # decoders (Llama, GPT-2) ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    labelled = {name: split for name, split in splits.items()
+                if name != "train" and len(split) and min(split["label"]) >= 0}
+    return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],
+                eval_dataset=encoded["validation"], collator=DataCollatorWithPadding(tokenizer),
+                compute_metrics=partial(compute_metrics, label_names=label_names), metric=METRIC,
+                peft_task_type=PEFT_TASK_TYPE, label_names=label_names, eval_splits=labelled)
+
+
+def tokenize(splits: Any, tokenizer: Any, max_length: int) -> Any:
+    """Token ids truncated at ``max_length``; ``length`` feeds length-grouped batching and
+    ``full_length`` (before truncation) the length report."""
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        encoded["full_length"] = tokenizer(batch["text"], return_length=True, return_attention_mask=False,
+                                           return_token_type_ids=False, verbose=False)["length"]
+        return encoded
+
+    return splits.map(encode, batched=True, remove_columns=["text"], desc="tokenizing")
+
+
+def length_report(split: Any, max_length: int) -> str:
+    lengths = np.asarray(split["full_length"])
+    truncated = float((lengths > max_length).mean())
+    return (f"tokens per text: mean {lengths.mean():.1f}, p95 {np.percentile(lengths, 95):.0f}, "
+            f"max {lengths.max()}; {truncated:.1%} truncated at max_length {max_length}")
+
+
+def compute_metrics(eval_pred: Any, label_names: list[str]) -> dict[str, float]:
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return classification_metrics(labels, logits.argmax(-1), label_names)
+
+
+def evaluate(model: Any, tokenizer: Any, config: RunConfig, label_names: list[str], split: Any,
+             run_dir: Path, split_name: str) -> dict[str, Any]:
+    """Score one labelled split and record it in the run folder."""
+    classifier = TextClassifier(model, tokenizer, label_names, config.dataset.max_length)
+    predictions = classifier.probabilities(split["text"]).argmax(-1)
+    labels = np.asarray(split["label"])
+    metrics = classification_metrics(labels, predictions, label_names)
+    matrix = confusion(labels, predictions, len(label_names))
+    metrics_entry = {**metrics, "rows": len(labels), "confusion_matrix": matrix}
+    runs.save_metrics(run_dir, {split_name: metrics_entry})
+    suffix = "" if split_name == "validation" else f"_{split_name}"
+    text = confusion_text(matrix, label_names)
+    (run_dir / f"confusion_matrix{suffix}.txt").write_text(text + "\n", encoding="utf-8")
+    plot_confusion(matrix, label_names, run_dir / f"confusion_matrix{suffix}.png",
+                   f"{run_dir.name}: {split_name} ({len(labels)} rows)")
+    print(f"{split_name}: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(text)
+    return metrics
+
+
+def evaluate_run(run_dir: Path, split_name: str, batch_size: int = 64) -> dict[str, Any]:
+    """``pipeline evaluate``: reload a run folder and score a split of its dataset."""
+    config = runs.load_run_config(run_dir)
+    classifier = TextClassifier.from_run(run_dir, batch_size=batch_size)
+    data = load_text_classification(config.dataset, config.seed)
+    if split_name not in data.splits:
+        raise PipelineError(f"the run's data has no {split_name} split (splits: {', '.join(data.splits)})")
+    split = data.splits[split_name]
+    if min(split["label"]) < 0:
+        raise PipelineError(f"the {split_name} split has no labels (GLUE test sets are unlabelled); "
+                            f"use pipeline predict for its predictions")
+    if data.label_names != classifier.label_names:
+        raise PipelineError(f"the data's labels {data.label_names} differ from the run's {classifier.label_names}; "
+                            f"evaluate on the data the run was trained on")
+    return evaluate(classifier.model, classifier.tokenizer, config, classifier.label_names, split,
+                    Path(run_dir), split_name)
