@@ -139,7 +139,7 @@ def read_texts(path: Path, column: str) -> list[str]:
     if path.suffix == ".txt":
         if not path.is_file():
             raise PipelineError(f"text file {path} does not exist; check the path")
-        return [line for line in read_text(path).splitlines() if line.strip()]
+        return [line.rstrip("\r") for line in read_text(path).split("\n") if line.strip()]
     columns = read_file(path)
     if column not in columns:
         raise PipelineError(f"{path} has no column {column!r}; its columns are {', '.join(columns)}; "

@@ -155,7 +155,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            raise _unknown_key(prefix, str(key), list(fields))
+            raise _unknown_key(prefix, str(key), list(fields), data[key])
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
@@ -175,10 +175,15 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 _EXAMPLES = {"recipe": "sequence_classification", "output_dir": "runs/my_run"}
 
 
-def _unknown_key(prefix: str, key: str, valid: list[str]) -> PipelineError:
+def _unknown_key(prefix: str, key: str, valid: list[str], value: Any = None) -> PipelineError:
+    # Show the whole dotted path the user wrote (trainig.learning_rate), corrected at the bad part.
+    rest = ""
+    while isinstance(value, dict) and len(value) == 1:
+        (sub, value), = value.items()
+        rest += f".{sub}"
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f"did you mean {prefix}{close[0]}?" if close else f"valid keys here: {', '.join(sorted(valid))}"
-    return PipelineError(f"unknown config key {prefix}{key}; {hint}")
+    hint = f"did you mean {prefix}{close[0]}{rest}?" if close else f"valid keys here: {', '.join(sorted(valid))}"
+    return PipelineError(f"unknown config key {prefix}{key}{rest}; {hint}")
 
 
 def _describe(value: Any) -> str:

@@ -86,7 +86,7 @@ def _rows_to_columns(rows: list[dict], path: Path) -> Columns:
 
 def _read_jsonl(path: Path) -> Columns:
     rows = []
-    for number, line in enumerate(read_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_text(path).split("\n"), start=1):  # not splitlines: U+2028 is valid JSON
         if not line.strip():
             continue
         try:
@@ -185,7 +185,8 @@ def _rotten_tomatoes_local(root: Path) -> dict[str, Columns]:
     rows = []
     for label, name in ((0, "rt-polarity.neg"), (1, "rt-polarity.pos")):
         text = (folder / name).read_bytes().decode("latin-1")  # the original release is Latin-1
-        rows += [(line.strip(), label) for line in text.splitlines() if line.strip()]
+        # split on \n only: Latin-1 decodes byte 0x85 to U+0085, which splitlines() would break on
+        rows += [(line.strip(), label) for line in text.split("\n") if line.strip()]
     random.Random(1234).shuffle(rows)
     n_eval = len(rows) // 10
     parts = {"validation": rows[:n_eval], "test": rows[n_eval:2 * n_eval], "train": rows[2 * n_eval:]}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv and install the pipeline with its test tools. Safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU build of torch; an unpinned `torch` would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "installed: $(.venv/bin/pipeline --help >/dev/null && echo pipeline) into .venv"

@@ -1,0 +1,52 @@
+"""Shared fixtures: real SST-2 rows from the data root, and real runs trained once per session."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the machines have no Hub; fail fast, never hang
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from pipeline.cli import main  # noqa: E402
+from pipeline.data import data_root  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sst2_rows() -> list[tuple[str, str]]:
+    """The first 600 (sentence, label) rows of SST-2 train, as in the file."""
+    root = data_root()
+    assert root is not None, "the shared data root (../shared/data or PIPELINE_DATA_DIR) is required"
+    with open(root / "sst2" / "train.tsv", encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        return [(s, l) for s, l, *_ in (next(reader) for _ in range(600))]
+
+
+def write_tsv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] = ("sentence", "label")) -> Path:
+    path.write_text("\n".join(["\t".join(header)] + ["\t".join(r) for r in rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory) -> Path:
+    """A LoRA run on 2,000 real SST-2 rows (2 epochs), evaluated on the 872-row dev set."""
+    out = tmp_path_factory.mktemp("runs") / "sst2_lora"
+    assert run_cli("train", "sst2_lora", "dataset.max_train_samples=2000", "training.num_train_epochs=2",
+                   "training.learning_rate=1e-3", f"output_dir={out}") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory) -> Path:
+    """Full fine-tuning on 2,000 real SST-2 rows (1 epoch)."""
+    out = tmp_path_factory.mktemp("runs") / "sst2_full"
+    assert run_cli("train", "sst2_full", "dataset.max_train_samples=2000", "training.num_train_epochs=1",
+                   f"output_dir={out}") == 0
+    return out

@@ -1,0 +1,126 @@
+"""Real fine-tunes of MiniLM on SST-2 rows: accuracy, the run folder, reloading and prediction."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import run_cli
+from pipeline.inference import TextClassifier
+
+REVIEWS = ["A true cinematic achievement!", "Boring and predictable."]
+
+
+def test_lora_run_beats_70_percent_dev_accuracy(lora_run):
+    metrics = json.loads((lora_run / "metrics.json").read_text())
+    assert metrics["validation"]["rows"] == 872
+    assert metrics["validation"]["accuracy"] > 0.70
+    assert metrics["parameters"]["percent"] < 1.0
+
+
+def test_full_run_beats_70_percent_dev_accuracy(full_run):
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    assert metrics["validation"]["accuracy"] > 0.70
+    assert metrics["parameters"]["trainable"] == metrics["parameters"]["total"]
+
+
+def test_lora_run_folder_holds_a_small_adapter_that_peft_loads(lora_run):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    adapter = lora_run / "adapter_model.safetensors"
+    assert adapter.stat().st_size < 5 * 1024 * 1024
+    assert not (lora_run / "model.safetensors").exists()
+    config = yaml.safe_load((lora_run / "run_config.yaml").read_text())
+    from pipeline.models import resolve_model
+
+    base = AutoModelForSequenceClassification.from_pretrained(resolve_model(config["model"]), num_labels=2)
+    model = PeftModel.from_pretrained(base, lora_run).eval()
+    ours = TextClassifier.from_run(lora_run)
+    reloaded = TextClassifier(model, ours.tokenizer, ours.label_names).probabilities(REVIEWS)
+    np.testing.assert_allclose(reloaded, ours.probabilities(REVIEWS), atol=1e-5)
+
+
+def test_run_folder_describes_itself(lora_run):
+    for name in ("run_config.yaml", "labels.json", "metrics.json", "metrics.jsonl", "README.md",
+                 "confusion_matrix.txt", "confusion_matrix.png", "tokenizer.json"):
+        assert (lora_run / name).exists(), name
+    assert json.loads((lora_run / "labels.json").read_text()) == ["negative", "positive"]
+    width, height = Image.open(lora_run / "confusion_matrix.png").size
+    assert width > 100 and height > 100
+    metrics = json.loads((lora_run / "metrics.json").read_text())
+    assert sum(map(sum, metrics["validation"]["confusion_matrix"])) == 872
+    card = (lora_run / "README.md").read_text()
+    assert f"{metrics['validation']['accuracy']:.4f}" in card
+    log = [json.loads(line) for line in (lora_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_accuracy" in r for r in log) and any("accuracy" in r and "loss" in r for r in log)
+
+
+def test_overrides_land_in_the_resolved_config(lora_run):
+    config = yaml.safe_load((lora_run / "run_config.yaml").read_text())
+    assert config["dataset"]["max_train_samples"] == 2000
+    assert config["training"]["num_train_epochs"] == 2
+    assert config["training"]["learning_rate"] == pytest.approx(1e-3)  # "1e-3" typed as float
+    assert config["lora"] == {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
+
+
+def test_full_run_saves_a_transformers_model_with_the_label_map(full_run):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(full_run)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_predict_command_matches_in_process_predictions(full_run, tmp_path):
+    expected = TextClassifier.from_run(full_run).predict(REVIEWS)
+    args = [sys.executable, "-m", "pipeline", "predict", str(full_run), "--json"]
+    for text in REVIEWS:
+        args += ["--text", text]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    got = [json.loads(line) for line in out.splitlines()]
+    assert [g["text"] for g in got] == REVIEWS
+    assert [g["label"] for g in got] == [e["label"] for e in expected]
+    np.testing.assert_allclose([g["score"] for g in got], [e["score"] for e in expected], atol=1e-5)
+    assert got[0]["label"] == "positive" and got[1]["label"] == "negative"
+
+
+def test_predict_reads_a_text_file(lora_run, tmp_path, capsys, sst2_rows):
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(s for s, _ in sst2_rows[:5]) + "\n\n", encoding="utf-8")
+    assert run_cli("predict", lora_run, "--file", path, "--json") == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [l["text"] for l in lines] == [s for s, _ in sst2_rows[:5]]
+    assert all(l["label"] in ("negative", "positive") and 0.5 <= l["score"] <= 1 for l in lines)
+
+
+def test_evaluate_command_reproduces_the_training_metrics(lora_run, capsys):
+    recorded = json.loads((lora_run / "metrics.json").read_text())["validation"]["accuracy"]
+    assert run_cli("evaluate", lora_run) == 0
+    assert f"accuracy {recorded:.4f}" in capsys.readouterr().out
+
+
+def test_evaluate_on_unlabelled_glue_test_split_says_so(lora_run, capsys):
+    assert run_cli("evaluate", lora_run, "--split", "test") == 2
+    err = capsys.readouterr().err
+    assert "has no labels" in err and "pipeline predict" in err
+
+
+def test_batched_predictions_equal_one_by_one(lora_run, sst2_rows):
+    classifier = TextClassifier.from_run(lora_run, batch_size=16)
+    texts = [s for s, _ in sst2_rows[:40]]
+    batched = classifier.probabilities(texts)
+    single = np.concatenate([classifier.probabilities([t]) for t in texts])
+    np.testing.assert_allclose(batched, single, atol=1e-4)
+
+
+def test_head_method_trains_only_the_classifier(tmp_path):
+    out = tmp_path / "head"
+    assert run_cli("train", "sst2_head", "dataset.max_train_samples=200", "dataset.max_eval_samples=100",
+                   "training.num_train_epochs=1", f"output_dir={out}") == 0
+    params = json.loads((out / "metrics.json").read_text())["parameters"]
+    assert params["trainable"] == 384 * 2 + 2  # the classifier's weight and bias
