@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -60,15 +59,55 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common], help="label texts with a finished run")
     p.add_argument("run", help="a run folder")
     p.add_argument("--text", action="append", default=[], help="a text to label (repeatable)")
-    p.add_argument("--file", help="texts to label: .txt (one per line), .csv/.tsv/.jsonl (column --text-column)")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--file", help="texts to label, streamed: .txt (one per line), .jsonl, .csv or .tsv")
+    p.add_argument("--text-column", default="text", help="the text field of a .jsonl/.csv/.tsv file")
+    p.add_argument("--output", help="write predictions to a .jsonl or .csv file instead of stdout")
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "label", "score"}')
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--top-k", type=int, help="also give the k best labels with their scores")
+    _add_engine_options(p)
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("serve", parents=[common], help="serve a run over HTTP (POST /predict)")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    _add_engine_options(p)
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("export", parents=[common], help="save a run as a plain transformers model")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("out", help="a new folder for the model")
+    p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base (required for LoRA runs)")
+    p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("recipes", parents=[common], help="list the recipes and shipped configs")
     p.set_defaults(handler=cmd_recipes)
     return parser
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN_DIR",
+                   help="another LoRA run of the same base, loaded beside the run's own (repeatable)")
+    p.add_argument("--use", help="the adapter to predict with (default: the run's own)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, help="truncate texts here (default: the run's max_length)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"),
+                   help="bf16 weights, or int8 dynamic quantization of Linear layers (CPU)")
+
+
+def load_engine(args: argparse.Namespace) -> Any:
+    from pipeline.inference import TextClassifier
+
+    adapters = {}
+    for item in args.adapter:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise PipelineError(f"--adapter {item!r} is not NAME=RUN_DIR")
+        adapters[name] = path
+    if args.batch_size <= 0:
+        raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
+    return TextClassifier.from_run(args.run, batch_size=args.batch_size, max_length=args.max_length,
+                                   adapters=adapters, precision=args.precision)
 
 
 def _quiet_libraries() -> None:
@@ -116,35 +155,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.inference import TextClassifier
+    import itertools
 
-    texts = list(args.text)
-    if args.file:
-        texts += read_texts(Path(args.file), args.text_column)
-    if not texts:
+    from pipeline.inference import PredictionWriter, iter_texts, open_output, output_format, predict_stream
+
+    if not args.text and not args.file:
         raise PipelineError("no texts to predict; give --text TEXT (repeatable) or --file FILE")
-    classifier = TextClassifier.from_run(args.run, batch_size=args.batch_size)
-    for text, prediction in zip(texts, classifier.predict(texts)):
-        if args.json:
-            print(json.dumps({"text": text, **prediction}, ensure_ascii=False))
-        else:
-            print(f"{prediction['label']}\t{prediction['score']:.4f}\t{text}")
+    if args.top_k is not None and args.top_k <= 0:
+        raise PipelineError(f"--top-k must be positive, got {args.top_k}")
+    output = Path(args.output) if args.output else None
+    fmt = output_format(output, args.json)
+    texts = iter_texts(Path(args.file), args.text_column) if args.file else iter(args.text)
+    first = next(texts, None)  # fail on a bad input file before loading the model or creating output
+    if first is None:
+        raise PipelineError(f"{args.file} holds no texts")
+    engine = load_engine(args)
+    with open_output(output) as out:
+        count = predict_stream(engine, itertools.chain([first], texts), PredictionWriter(out, fmt, args.top_k),
+                               top_k=args.top_k, adapter=args.use, progress=bool(args.file))
+    if output:
+        print(f"wrote {count} predictions to {output}", file=sys.stderr)
     return 0
 
 
-def read_texts(path: Path, column: str) -> list[str]:
-    """Texts from a .txt file (one per non-blank line) or a column of a table file."""
-    from pipeline.data import read_file, read_text
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.serve import serve
 
-    if path.suffix == ".txt":
-        if not path.is_file():
-            raise PipelineError(f"text file {path} does not exist; check the path")
-        return [line.rstrip("\r") for line in read_text(path).split("\n") if line.strip()]
-    columns = read_file(path)
-    if column not in columns:
-        raise PipelineError(f"{path} has no column {column!r}; its columns are {', '.join(columns)}; "
-                            f"pass --text-column")
-    return [str(t) for t in columns[column] if t is not None and str(t).strip()]
+    serve(load_engine(args), args.host, args.port)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipeline import runs
+    from pipeline.inference import export_merged
+
+    if runs.is_adapter_run(args.run) and not args.merge:
+        raise PipelineError(f"{args.run} is a LoRA run; pass --merge to fold the adapter into its base")
+    out = export_merged(args.run, args.out)
+    print(f"exported {args.run} to {out} (loads with AutoModelForSequenceClassification.from_pretrained)")
+    return 0
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

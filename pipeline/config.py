@@ -242,6 +242,8 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             except ValueError:
                 pass
         raise PipelineError(f"{key} expects a number, got {_describe(value)}")
+    if (hint is str or (isinstance(hint, type) and issubclass(hint, str))) and value is False:
+        return "no"  # YAML 1.1 reads `no` as false; HF strategies spell it "no" (eval_strategy: no)
     if hint is str:
         if isinstance(value, str):
             return value

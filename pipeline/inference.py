@@ -1,20 +1,29 @@
-"""The batched inference engine behind ``predict`` and ``evaluate``.
+"""The batched inference engine behind ``predict``, ``evaluate`` and ``serve``.
 
 Texts are sorted by length so each batch pads only to its own longest text, run under
-``torch.inference_mode``, and returned in the caller's order.
+``torch.inference_mode``, and returned in the caller's order. Files stream through in chunks, so
+memory stays constant whatever their size. Several LoRA adapters can share one base model; a lock
+makes "switch adapter, run batch" atomic for concurrent callers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import csv
+import json
+import sys
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, ContextManager, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
 import torch
 
 from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.models import hub_error, resolve_model
+from pipeline.models import load_pretrained, resolve_model
+
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 @dataclass
@@ -24,44 +33,58 @@ class TextClassifier:
     label_names: list[str]
     max_length: int = 128
     batch_size: int = 64
+    adapters: list[str] = field(default_factory=list)  # LoRA adapters loaded on the base, by name
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, batch_size: int = 64, max_length: int | None = None) -> "TextClassifier":
-        """Load a finished run: a full model, or the base model plus the run's LoRA adapter."""
+    def from_run(cls, run_dir: str | Path, batch_size: int = 64, max_length: int | None = None,
+                 adapters: dict[str, str | Path] | None = None, precision: str = "fp32") -> "TextClassifier":
+        """Load a finished run: a full model, or the base model plus the run's LoRA adapter.
+
+        ``adapters`` adds more LoRA runs of the same base (name -> run folder); the run's own adapter
+        is then called ``default``. With no extra adapters a LoRA adapter is merged into the base,
+        which gives the same predictions at plain-model speed.
+        """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         run_dir = Path(run_dir)
         config = runs.load_run_config(run_dir)
         label_names = runs.load_labels(run_dir)
-        labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-                  "label2id": {n: i for i, n in enumerate(label_names)}}
+        if precision not in PRECISIONS:
+            raise PipelineError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
         tokenizer = AutoTokenizer.from_pretrained(run_dir)
+        names: list[str] = []
         if runs.is_adapter_run(run_dir):
             from peft import PeftModel
 
-            base_name = resolve_model(config.model)
-            try:
-                base = AutoModelForSequenceClassification.from_pretrained(base_name, **labels)
-            except OSError as exc:
-                raise hub_error(config.model, exc) from None
-            if not (run_dir / "adapter_model.safetensors").exists():
-                raise PipelineError(f"run folder {run_dir} has no adapter_model.safetensors; retrain the run")
-            model = PeftModel.from_pretrained(base, run_dir)
+            base = load_pretrained(AutoModelForSequenceClassification, config.model, **label_kwargs(label_names))
+            _check_adapter_files(run_dir)
+            model = PeftModel.from_pretrained(base, run_dir, adapter_name="default")
+            names = ["default"]
+            for name, other in (adapters or {}).items():
+                _check_compatible(run_dir, config.model, label_names, Path(other))
+                model.load_adapter(str(other), adapter_name=name)
+                names.append(name)
+            if len(names) == 1:
+                model, names = model.merge_and_unload(), []
         else:
+            if adapters:
+                raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a full model")
             if not (run_dir / "model.safetensors").exists():
                 raise PipelineError(f"run folder {run_dir} has neither a model nor an adapter; "
                                     f"the run did not finish, retrain or resume it")
             model = AutoModelForSequenceClassification.from_pretrained(run_dir)
-        model.eval()
-        return cls(model, tokenizer, label_names, max_length or config.dataset.max_length, batch_size)
+        model = with_precision(model.eval(), precision)
+        return cls(model, tokenizer, label_names, max_length or config.dataset.max_length, batch_size, names)
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+    def probabilities(self, texts: Sequence[str], adapter: str | None = None) -> np.ndarray:
         """Class probabilities, shape (len(texts), n_labels), in input order."""
         texts = check_texts(texts)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # chars approximate tokens well
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # characters approximate tokens
         device = next(self.model.parameters()).device
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
+            self._use(adapter)
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
@@ -70,10 +93,77 @@ class TextClassifier:
                 out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return out
 
-    def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """``[{"label": name, "score": probability}]`` per text, like the transformers pipelines."""
-        probs = self.probabilities(texts)
-        return [{"label": self.label_names[int(p.argmax())], "score": float(p.max())} for p in probs]
+    def predict(self, texts: Sequence[str], top_k: int | None = None, adapter: str | None = None) -> list[Any]:
+        """Per text ``{"label", "score"}`` (like the transformers pipelines), or with ``top_k`` a list
+        of the k best such dicts."""
+        return self.format(self.probabilities(texts, adapter), top_k)
+
+    def format(self, probs: np.ndarray, top_k: int | None = None) -> list[Any]:
+        if top_k is None:
+            return [{"label": self.label_names[int(p.argmax())], "score": float(p.max())} for p in probs]
+        k = min(top_k, len(self.label_names))
+        return [[{"label": self.label_names[i], "score": float(p[i])} for i in np.argsort(-p)[:k]] for p in probs]
+
+    def _use(self, adapter: str | None) -> None:
+        if adapter is None:
+            if self.adapters:
+                self.model.set_adapter("default")
+            return
+        if adapter not in self.adapters:
+            known = ", ".join(self.adapters) or "none (load them with --adapter NAME=RUN_DIR)"
+            raise PipelineError(f"adapter {adapter!r} is not loaded; loaded adapters: {known}")
+        self.model.set_adapter(adapter)
+
+
+def export_merged(run_dir: str | Path, out_dir: str | Path) -> Path:
+    """Save a run as a plain transformers model (a LoRA adapter merged into its base)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise PipelineError(f"export folder {out_dir} is not empty; choose a new folder")
+    classifier = TextClassifier.from_run(run_dir)  # merges a single adapter on load
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classifier.model.save_pretrained(out_dir)
+    classifier.tokenizer.save_pretrained(out_dir)
+    runs.save_labels(out_dir, classifier.label_names)
+    return out_dir
+
+
+def label_kwargs(label_names: list[str]) -> dict[str, Any]:
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
+def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """bf16 weights, or dynamic int8 quantization of the Linear layers (CPU)."""
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch flags its quantized tensor API as deprecated
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def _check_adapter_files(run_dir: Path) -> None:
+    if not (run_dir / "adapter_model.safetensors").exists():
+        raise PipelineError(f"run folder {run_dir} has no adapter_model.safetensors; retrain the run")
+
+
+def _check_compatible(run_dir: Path, base: str, label_names: list[str], other: Path) -> None:
+    other_config = runs.load_run_config(other)
+    if not runs.is_adapter_run(other):
+        raise PipelineError(f"--adapter {other} is not a LoRA run folder; only adapters share a base")
+    _check_adapter_files(other)
+    if resolve_model(other_config.model) != resolve_model(base):
+        raise PipelineError(f"adapter {other} was trained on {other_config.model}, the base run {run_dir} on "
+                            f"{base}; adapters must share the base model")
+    if len(runs.load_labels(other)) != len(label_names):
+        raise PipelineError(f"adapter {other} has {len(runs.load_labels(other))} labels, the base run "
+                            f"{len(label_names)}; adapters on one base need the same number of labels")
 
 
 def check_texts(texts: Iterable[Any]) -> list[str]:
@@ -86,3 +176,123 @@ def check_texts(texts: Iterable[Any]) -> list[str]:
         if not text.strip():
             raise PipelineError(f"text {i + 1} is empty; remove it or give some words")
     return texts
+
+
+# --------------------------------------------------------------------------------------------
+# Files: streamed in, streamed out
+
+
+def iter_texts(path: Path, column: str = "text") -> Iterator[str]:
+    """Texts from a file, one at a time: .txt (a line each), .jsonl (field ``column``), .csv/.tsv
+    (column ``column``). Blank texts are skipped."""
+    if not path.is_file():
+        raise PipelineError(f"input file {path} does not exist or is not a file; check the path")
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".jsonl", ".csv", ".tsv"):
+        raise PipelineError(f"input file {path}: use .txt (one text per line), .jsonl, .csv or .tsv")
+    with open(path, encoding="utf-8", newline="" if suffix in (".csv", ".tsv") else None) as f:
+        try:
+            yield from _iter_open(f, path, suffix, column)
+        except UnicodeDecodeError:
+            raise PipelineError(f"input file {path} is not UTF-8; re-save it as UTF-8") from None
+
+
+def _iter_open(f: TextIO, path: Path, suffix: str, column: str) -> Iterator[str]:
+    if suffix == ".txt":
+        for line in f:
+            if line.strip():
+                yield line.rstrip("\r\n")
+        return
+    if suffix == ".jsonl":
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PipelineError(f"{path} line {number} is not valid JSON ({exc.msg}); fix that line") from None
+            if not isinstance(row, dict) or column not in row:
+                raise PipelineError(f"{path} line {number} has no field {column!r}; pass --text-column")
+            if isinstance(row[column], str) and row[column].strip():
+                yield row[column]
+        return
+    reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",",
+                        quoting=csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL)
+    header = next(reader, None)
+    if not header or column not in header:
+        raise PipelineError(f"{path} has no column {column!r}; its columns are {', '.join(header or [])}; "
+                            f"pass --text-column")
+    index = header.index(column)
+    for row in reader:
+        if len(row) != len(header):
+            raise PipelineError(f"{path} line {reader.line_num}: {len(row)} fields where the header has "
+                                f"{len(header)}; fix that row")
+        if row[index].strip():
+            yield row[index]
+
+
+def chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class PredictionWriter:
+    """Writes predictions as JSON lines or CSV (by the output's suffix) as they come."""
+
+    def __init__(self, out: TextIO, fmt: str, top_k: int | None):
+        self.out, self.fmt, self.top_k = out, fmt, top_k
+        if fmt == "csv":
+            self.csv = csv.writer(out)
+            self.csv.writerow(["text", "label", "score"] + (["top_k"] if top_k else []))
+
+    def write(self, text: str, prediction: Any) -> None:
+        best = prediction[0] if self.top_k else prediction
+        if self.fmt == "csv":
+            extra = [json.dumps(prediction, ensure_ascii=False)] if self.top_k else []
+            self.csv.writerow([text, best["label"], f"{best['score']:.6f}"] + extra)
+        elif self.fmt == "jsonl":
+            record = {"text": text, **best, **({"top_k": prediction} if self.top_k else {})}
+            self.out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            self.out.write(f"{best['label']}\t{best['score']:.4f}\t{text}\n")
+
+
+def predict_stream(classifier: TextClassifier, texts: Iterable[str], writer: PredictionWriter,
+                   top_k: int | None = None, adapter: str | None = None, chunk_size: int = 4096,
+                   progress: bool = True) -> int:
+    """Predict an iterable of texts chunk by chunk (each chunk length-sorted), writing as it goes."""
+    from tqdm import tqdm
+
+    count = 0
+    with tqdm(unit=" texts", disable=not progress, file=sys.stderr, desc="predicting") as bar:
+        for chunk in chunks(texts, chunk_size):
+            for text, prediction in zip(chunk, classifier.predict(chunk, top_k=top_k, adapter=adapter)):
+                writer.write(text, prediction)
+            count += len(chunk)
+            bar.update(len(chunk))
+    return count
+
+
+def output_format(path: Path | None, json_lines: bool) -> str:
+    if path is None:
+        return "jsonl" if json_lines else "text"
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise PipelineError(f"output file {path}: use a .jsonl or .csv name")
+    return suffix[1:]
+
+
+def open_output(path: Path | None) -> ContextManager[TextIO]:
+    if path is None:
+        return contextlib.nullcontext(sys.stdout)  # not closed at the end
+    try:
+        return open(path, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise PipelineError(f"cannot write {path} ({exc.strerror}); choose a writable path") from None
+

@@ -77,7 +77,7 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         warmup_steps=0.1,
         weight_decay=0.01,
         max_grad_norm=1.0,
-        optim="adamw_torch",
+        optim="adamw_torch_fused",  # one kernel for all parameters: ~1.5x faster steps on CPU than the loop
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,
@@ -99,6 +99,8 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         settings["load_best_model_at_end"] = False
     if settings.get("save_strategy") != settings.get("eval_strategy") and settings.get("load_best_model_at_end"):
         settings["load_best_model_at_end"] = False  # Trainer needs the two aligned to track the best
+    if "bf16" not in config.training and "fp16" not in config.training:
+        settings["bf16"] = native_bf16()
     if (settings.get("bf16") or settings.get("fp16")) and not torch.cuda.is_available():
         if settings.get("fp16"):
             raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
@@ -110,6 +112,18 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         first = str(exc).strip().splitlines()[0]
         raise PipelineError(f"training settings rejected: {first}") from None
     return args, patience
+
+
+def native_bf16() -> bool:
+    """Whether bf16 autocast pays here: a GPU with bf16, or a CPU with bf16 matrix instructions
+    (AVX512-BF16 or AMX; elsewhere CPU bf16 is emulated and slower than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _argument_names() -> set[str]:
@@ -130,6 +144,9 @@ def train(config: RunConfig, overwrite: bool = False) -> Path:
     print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
     args, patience = training_arguments(config, task, run_dir)
+    precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    print(f"training: {precision}, {args.optim}, lr {args.learning_rate:g}, batch "
+          f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")
     callbacks = [ProgressLine(), NonFiniteLossGuard(), MetricsLog(run_dir / runs.LOG_FILE)]
     if patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))

@@ -50,3 +50,12 @@ def full_run(tmp_path_factory) -> Path:
     assert run_cli("train", "sst2_full", "dataset.max_train_samples=2000", "training.num_train_epochs=1",
                    f"output_dir={out}") == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def rt_lora_run(tmp_path_factory) -> Path:
+    """A second, short LoRA run on the same base (Rotten Tomatoes), for several adapters on one base."""
+    out = tmp_path_factory.mktemp("runs") / "rt_lora"
+    assert run_cli("train", "rotten_tomatoes_lora", "dataset.max_train_samples=400", "dataset.max_eval_samples=200",
+                   "training.max_steps=25", "training.learning_rate=1e-3", f"output_dir={out}") == 0
+    return out

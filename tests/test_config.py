@@ -100,3 +100,8 @@ def test_resolved_config_round_trips(tmp_path):
     config = load_config(LORA, ["training.learning_rate=1e-3"])
     save_config(config, tmp_path / "run.yaml")
     assert validate(load_yaml(tmp_path / "run.yaml")) == config
+
+
+def test_yaml_no_stays_the_word_no_for_string_settings():
+    config = load_config(LORA, ["training.eval_strategy=no", "training.save_strategy=no"])
+    assert config.training["eval_strategy"] == "no" and config.training["save_strategy"] == "no"

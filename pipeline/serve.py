@@ -1,0 +1,152 @@
+"""HTTP serving of a run: ``POST /predict``, ``GET /health``, ``GET /adapters`` (FastAPI + uvicorn).
+
+Requests that arrive together are batched together: a single worker drains the queue for a few
+milliseconds, runs one engine call per adapter, and answers each request with its own slice. Every
+bad request gets a 4xx JSON error ``{"error": ...}`` and the server keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pipeline.errors import PipelineError
+from pipeline.inference import TextClassifier
+
+
+@dataclass
+class Limits:
+    max_texts: int = 256  # texts in one request
+    max_body_bytes: int = 1_000_000
+    max_text_chars: int = 20_000
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class MicroBatcher:
+    """Collects concurrent requests for up to ``max_wait`` seconds, then runs them as one batch."""
+
+    def __init__(self, engine: TextClassifier, max_batch: int = 512, max_wait: float = 0.005):
+        self.engine, self.max_batch, self.max_wait = engine, max_batch, max_wait
+        self.queue: asyncio.Queue | None = None
+        self.batches = 0  # engine calls made, for tests and /health
+
+    async def submit(self, texts: list[str], adapter: str | None) -> np.ndarray:
+        if self.queue is None:
+            self.queue = asyncio.Queue()
+            asyncio.get_running_loop().create_task(self._work())
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, adapter, future))
+        return await future
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            size = len(items[0][0])
+            deadline = loop.time() + self.max_wait
+            while size < self.max_batch and (remaining := deadline - loop.time()) > 0:
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), timeout=remaining)
+                except asyncio.TimeoutError:
+                    break
+                items.append(item)
+                size += len(item[0])
+            groups: dict[str | None, list] = {}
+            for item in items:
+                groups.setdefault(item[1], []).append(item)
+            for adapter, group in groups.items():
+                texts = [t for item in group for t in item[0]]
+                try:
+                    probs = await loop.run_in_executor(None, self.engine.probabilities, texts, adapter)
+                except Exception as exc:  # hand the failure to each waiting request
+                    for *_, future in group:
+                        future.set_exception(exc)
+                    continue
+                self.batches += 1
+                start = 0
+                for item_texts, _, future in group:
+                    future.set_result(probs[start:start + len(item_texts)])
+                    start += len(item_texts)
+
+
+def create_app(engine: TextClassifier, limits: Limits | None = None) -> FastAPI:
+    limits = limits or Limits()
+    batcher = MicroBatcher(engine)
+    app = FastAPI(title="finetune-pipeline", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "labels": engine.label_names, "batches": batcher.batches}
+
+    @app.get("/adapters")
+    async def adapters() -> dict[str, Any]:
+        return {"adapters": engine.adapters, "default": "default" if engine.adapters else None}
+
+    @app.post("/predict")
+    async def predict(request: Request) -> dict[str, Any]:
+        texts, adapter, top_k = await _parse(request, engine, limits)
+        probs = await batcher.submit(texts, adapter)
+        return {"predictions": engine.format(probs, top_k), "adapter": adapter}
+
+    return app
+
+
+async def _parse(request: Request, engine: TextClassifier, limits: Limits) -> tuple[list[str], str | None, int | None]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise BadRequest(413, f"request body over {limits.max_body_bytes} bytes; send fewer texts per request")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body_bytes:
+            raise BadRequest(413, f"request body over {limits.max_body_bytes} bytes; send fewer texts per request")
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest(400, 'body is not valid JSON; send {"texts": ["..."]}') from None
+    if not isinstance(payload, dict) or "texts" not in payload:
+        raise BadRequest(422, 'missing field "texts"; send {"texts": ["..."]}')
+    texts = payload["texts"]
+    if not isinstance(texts, list) or not texts:
+        raise BadRequest(422, '"texts" must be a non-empty list of strings')
+    if len(texts) > limits.max_texts:
+        raise BadRequest(413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise BadRequest(422, f"texts[{i}] is a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise BadRequest(422, f"texts[{i}] is empty")
+        if len(text) > limits.max_text_chars:
+            raise BadRequest(413, f"texts[{i}] has {len(text)} characters; the limit is {limits.max_text_chars}")
+    adapter = payload.get("adapter")
+    if adapter is not None and (not isinstance(adapter, str) or adapter not in engine.adapters):
+        known = ", ".join(engine.adapters) or "none"
+        raise BadRequest(404, f"adapter {adapter!r} is not loaded; loaded adapters: {known}")
+    top_k = payload.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0):
+        raise BadRequest(422, '"top_k" must be a positive integer')
+    return texts, adapter, top_k
+
+
+def serve(engine: TextClassifier, host: str, port: int) -> None:
+    import uvicorn
+
+    if port < 0 or port > 65535:
+        raise PipelineError(f"--port {port} is not a TCP port; use 1-65535 (0 picks a free one)")
+    print(f"serving {len(engine.label_names)} labels on http://{host}:{port} "
+          f"(adapters: {', '.join(engine.adapters) or 'none'})", flush=True)
+    uvicorn.run(create_app(engine), host=host, port=port, log_level="warning")
