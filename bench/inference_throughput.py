@@ -118,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a classification run folder (default: a quick full fine-tune)")
     parser.add_argument("--imdb", type=int, default=0, help="also N IMDb test reviews at max_length 512")
+    parser.add_argument("--skip-sst2", action="store_true", help="only the IMDb part")
     parser.add_argument("--json")
     args = parser.parse_args()
     _quiet_libraries()
@@ -134,7 +135,9 @@ def main() -> None:
     sst2 = load_text_classification(DatasetConfig(name="sst2"), 0).splits
     dev, test = list(sst2["validation"]["text"]), list(sst2["test"]["text"])
     labels = np.asarray(list(sst2["validation"]["label"]) + [-1] * len(test))
-    report = {"peak": peak, "sst2": benchmark("sst2", dev + test, labels, model, tokenizer, 128, peak)}
+    report = {"peak": peak}
+    if not args.skip_sst2:
+        report["sst2"] = benchmark("sst2", dev + test, labels, model, tokenizer, 128, peak)
     if args.imdb:
         imdb = load_text_classification(DatasetConfig(name="imdb"), 0).splits["test"].shuffle(seed=0)
         imdb = imdb.select(range(args.imdb))

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a YAML config file, or the name of a shipped config (see `pipeline recipes`)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. training.num_train_epochs=1")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in output_dir")
+    p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
+                   help="continue an interrupted run from its latest complete checkpoint (or the one given)")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", parents=[common], help="score a finished run on a split of its dataset")
@@ -66,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="also give the k best labels with their scores")
     _add_engine_options(p)
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("ner", parents=[common], help="find named entities with a token-classification run")
+    p.add_argument("run", help="a token_classification run folder")
+    p.add_argument("--text", action="append", default=[], help="a text to tag (repeatable)")
+    p.add_argument("--file", help="texts to tag: .txt (one per line), .jsonl, .csv or .tsv (column --text-column)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--json", action="store_true", help='print JSON lines {"text", "entities": [...]}')
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(handler=cmd_ner)
 
     p = sub.add_parser("serve", parents=[common], help="serve a run over HTTP (POST /predict)")
     p.add_argument("run", help="a run folder")
@@ -141,7 +152,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.training import train
 
     config = load_config(resolve_config_path(args.config), args.overrides)
-    train(config, overwrite=args.overwrite)
+    if args.resume and args.overwrite:
+        raise PipelineError("--resume and --overwrite contradict each other; choose one")
+    train(config, overwrite=args.overwrite, resume=args.resume)
     return 0
 
 
@@ -175,6 +188,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                top_k=args.top_k, adapter=args.use, progress=bool(args.file))
     if output:
         print(f"wrote {count} predictions to {output}", file=sys.stderr)
+    return 0
+
+
+def cmd_ner(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.inference import TokenTagger, chunks, iter_texts
+
+    if not args.text and not args.file:
+        raise PipelineError("no texts to tag; give --text TEXT (repeatable) or --file FILE")
+    texts = iter_texts(Path(args.file), args.text_column) if args.file else iter(args.text)
+    tagger = TokenTagger.from_run(args.run, batch_size=args.batch_size)
+    for chunk in chunks(texts, 1024):
+        for text, entities in zip(chunk, tagger.entities(chunk)):
+            if args.json:
+                print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
+            else:
+                found = "; ".join(f"{e['text']}: {e['entity']} ({e['score']:.2f})" for e in entities)
+                print(f"{text}\n  -> {found or 'no entities'}")
     return 0
 
 

@@ -34,6 +34,9 @@ class DatasetConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     validation_split: float = 0.1  # share of train held out when there is no validation split
+    # token classification only
+    tag_scheme: str = "IOB2"  # of local files: IOB1 is converted to IOB2
+    label_all_subtokens: bool = False  # label every sub-token of a word, not just the first
 
 
 @dataclass
@@ -312,6 +315,8 @@ def _check_values(config: RunConfig) -> None:
     _positive("dataset.max_eval_samples", data.max_eval_samples)
     if not 0 < data.validation_split < 1:
         raise PipelineError(f"dataset.validation_split must be between 0 and 1, got {data.validation_split}")
+    if data.tag_scheme not in ("IOB1", "IOB2"):
+        raise PipelineError(f"dataset.tag_scheme must be IOB1 or IOB2, got {data.tag_scheme!r}")
     _positive("lora.r", config.lora.r)
     _positive("lora.alpha", config.lora.alpha)
     if not 0 <= config.lora.dropout < 1:

@@ -380,3 +380,162 @@ def _label_kind(label: Any) -> str:
 
 def _subset(split: Any, n: int, seed: int) -> Any:
     return split.shuffle(seed=seed).select(range(min(n, len(split)))) if n < len(split) else split
+
+
+# --------------------------------------------------------------------------------------------
+# Token classification (NER): CoNLL-style files, IOB1 -> IOB2, tag maps
+
+
+@dataclass(frozen=True)
+class NamedTagging:
+    name: str
+    hub_path: str
+    folder: str
+    files: dict[str, str]  # split -> file under the folder
+    scheme: str  # "IOB1" or "IOB2" as stored locally
+
+
+NER_CATALOGUE: dict[str, NamedTagging] = {d.name: d for d in (
+    NamedTagging("wnut17", "leondz/wnut_17", "wnut17",
+                 {"train": "wnut17train.conll", "validation": "emerging.dev.conll", "test": "emerging.test.annotated"},
+                 "IOB2"),
+    NamedTagging("conll2003", "eriktks/conll2003", "conll2003",
+                 {"train": "eng.train", "validation": "eng.testa", "test": "eng.testb"}, "IOB1"),
+)}
+
+Sentences = dict[str, list[list[str]]]  # {"tokens": [[...], ...], "tags": [[...], ...]}
+
+
+def read_conll(path: str | Path) -> Sentences:
+    """A token per line (token first, tag last; tab- or space-separated), a blank line between
+    sentences, ``-DOCSTART-`` lines skipped. Every line of a file must have the same column count."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"data file {path} does not exist; check the path")
+    if path.is_dir():
+        raise PipelineError(f"data file {path} is a directory; give a file inside it")
+    tokens: list[list[str]] = []
+    tags: list[list[str]] = []
+    sentence: list[tuple[str, str]] = []
+    width = None
+    for number, line in enumerate(read_text(path).split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            if sentence:
+                tokens.append([t for t, _ in sentence])
+                tags.append([g for _, g in sentence])
+                sentence = []
+            continue
+        fields = line.split("\t") if "\t" in line else line.split()
+        if fields[0] == "-DOCSTART-":
+            continue
+        width = width or len(fields)
+        if len(fields) != width or len(fields) < 2:
+            raise PipelineError(f"{path} line {number}: {len(fields)} columns where the file has {width or 2}+ "
+                                f"(token first, tag last); fix that line")
+        sentence.append((fields[0], fields[-1]))
+    if sentence:
+        tokens.append([t for t, _ in sentence])
+        tags.append([g for _, g in sentence])
+    if not tokens:
+        raise PipelineError(f"data file {path} holds no sentences")
+    return {"tokens": tokens, "tags": tags}
+
+
+def iob1_to_iob2(tags: list[str]) -> list[str]:
+    """IOB1 starts an entity with I- unless it follows one of the same type; IOB2 always with B-."""
+    out = []
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and (previous == "O" or previous[2:] != tag[2:]):
+            tag = "B-" + tag[2:]
+        out.append(tag)
+        previous = tag
+    return out
+
+
+@dataclass
+class TaggingData:
+    splits: Any  # datasets.DatasetDict with "tokens" (list of words) and "tags" (tag ids)
+    label_names: list[str]
+
+
+def load_token_classification(cfg: Any, seed: int) -> TaggingData:
+    """Sentences with word-level tag ids; tags in IOB2 whatever the source scheme."""
+    import datasets
+
+    raw: dict[str, Sentences] = {}
+    scheme = "IOB2"
+    entry = NER_CATALOGUE.get(cfg.name) if cfg.name else None
+    root = data_root()
+    if entry and root and (root / entry.folder).is_dir():
+        raw = {split: read_conll(root / entry.folder / file) for split, file in entry.files.items()}
+        scheme = entry.scheme
+    elif cfg.name:
+        raw = _hub_tagging(entry.hub_path if entry else cfg.name, cfg.name, root)
+    else:
+        for split in ("train", "validation", "test"):
+            file = getattr(cfg, f"{split}_file")
+            if file:
+                raw[split] = _read_tagging_file(Path(file), cfg)
+        scheme = cfg.tag_scheme
+    if scheme == "IOB1":
+        for split in raw.values():
+            split["tags"] = [iob1_to_iob2(t) for t in split["tags"]]
+    names = sorted({tag for sentence in raw["train"]["tags"] for tag in sentence},
+                   key=lambda t: (t != "O", t[2:], t[:2]))  # O first, then B-/I- by type
+    ids = {name: i for i, name in enumerate(names)}
+    splits = {}
+    for split, sentences in raw.items():
+        for i, sentence in enumerate(sentences["tags"]):
+            for tag in sentence:
+                if tag not in ids:
+                    raise PipelineError(f"the {split} data has tag {tag!r} (sentence {i + 1}), which training never "
+                                        f"has (train tags: {', '.join(names)}); fix the tag or add training examples")
+        splits[split] = datasets.Dataset.from_dict(
+            {"tokens": sentences["tokens"], "tags": [[ids[t] for t in s] for s in sentences["tags"]]})
+    dataset = datasets.DatasetDict(splits)
+    if "validation" not in dataset:
+        parts = dataset["train"].train_test_split(test_size=cfg.validation_split, seed=seed)
+        dataset["train"], dataset["validation"] = parts["train"], parts["test"]
+    if cfg.max_train_samples:
+        dataset["train"] = _subset(dataset["train"], cfg.max_train_samples, seed)
+    if cfg.max_eval_samples:
+        for split in ("validation", "test"):
+            if split in dataset:
+                dataset[split] = _subset(dataset[split], cfg.max_eval_samples, seed)
+    return TaggingData(dataset, names)
+
+
+def _read_tagging_file(path: Path, cfg: Any) -> Sentences:
+    """CoNLL-style text, or a table (jsonl/json/parquet) with a list of words and a list of tags per row."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".parquet"):
+        return read_conll(path)
+    columns = read_file(path)
+    token_col, tag_col = cfg.text_column or "tokens", cfg.label_column or "ner_tags"
+    for col in (token_col, tag_col):
+        if col not in columns:
+            raise PipelineError(f"{path} has no column {col!r}; its columns are {', '.join(columns)}; "
+                                f"set dataset.text_column (words) and dataset.label_column (tags)")
+    for i, (words, tags) in enumerate(zip(columns[token_col], columns[tag_col])):
+        if not isinstance(words, list) or not isinstance(tags, list) or len(words) != len(tags):
+            raise PipelineError(f"{path} row {i + 1}: {token_col} and {tag_col} must be lists of equal length")
+    return {"tokens": columns[token_col], "tags": [[str(t) for t in tags] for tags in columns[tag_col]]}
+
+
+def _hub_tagging(hub_path: str, name: str, root: Path | None) -> dict[str, Sentences]:
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(hub_path)
+    except Exception as exc:
+        raise PipelineError(
+            f"dataset {name!r} is not under the data root ({root or 'none found'}) and could not be loaded from "
+            f"the Hub as {hub_path} ({type(exc).__name__}); use one of {', '.join(NER_CATALOGUE)}, set "
+            f"PIPELINE_DATA_DIR, or give dataset.train_file") from None
+    out = {}
+    for split, ds in loaded.items():
+        tag_names = ds.features["ner_tags"].feature.names
+        out[split] = {"tokens": ds["tokens"], "tags": [[tag_names[t] for t in s] for s in ds["ner_tags"]]}
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -39,43 +40,12 @@ class TextClassifier:
     @classmethod
     def from_run(cls, run_dir: str | Path, batch_size: int = 64, max_length: int | None = None,
                  adapters: dict[str, str | Path] | None = None, precision: str = "fp32") -> "TextClassifier":
-        """Load a finished run: a full model, or the base model plus the run's LoRA adapter.
+        """Load a finished classification run (see ``load_run_model``)."""
+        from transformers import AutoModelForSequenceClassification
 
-        ``adapters`` adds more LoRA runs of the same base (name -> run folder); the run's own adapter
-        is then called ``default``. With no extra adapters a LoRA adapter is merged into the base,
-        which gives the same predictions at plain-model speed.
-        """
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        run_dir = Path(run_dir)
-        config = runs.load_run_config(run_dir)
-        label_names = runs.load_labels(run_dir)
-        if precision not in PRECISIONS:
-            raise PipelineError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
-        tokenizer = AutoTokenizer.from_pretrained(run_dir)
-        names: list[str] = []
-        if runs.is_adapter_run(run_dir):
-            from peft import PeftModel
-
-            base = load_pretrained(AutoModelForSequenceClassification, config.model, **label_kwargs(label_names))
-            _check_adapter_files(run_dir)
-            model = PeftModel.from_pretrained(base, run_dir, adapter_name="default")
-            names = ["default"]
-            for name, other in (adapters or {}).items():
-                _check_compatible(run_dir, config.model, label_names, Path(other))
-                model.load_adapter(str(other), adapter_name=name)
-                names.append(name)
-            if len(names) == 1:
-                model, names = model.merge_and_unload(), []
-        else:
-            if adapters:
-                raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a full model")
-            if not (run_dir / "model.safetensors").exists():
-                raise PipelineError(f"run folder {run_dir} has neither a model nor an adapter; "
-                                    f"the run did not finish, retrain or resume it")
-            model = AutoModelForSequenceClassification.from_pretrained(run_dir)
-        model = with_precision(model.eval(), precision)
-        return cls(model, tokenizer, label_names, max_length or config.dataset.max_length, batch_size, names)
+        loaded = load_run_model(run_dir, AutoModelForSequenceClassification, adapters, precision)
+        return cls(loaded.model, loaded.tokenizer, loaded.label_names,
+                   max_length or loaded.config.dataset.max_length, batch_size, loaded.adapters)
 
     def probabilities(self, texts: Sequence[str], adapter: str | None = None) -> np.ndarray:
         """Class probabilities, shape (len(texts), n_labels), in input order."""
@@ -126,6 +96,57 @@ def export_merged(run_dir: str | Path, out_dir: str | Path) -> Path:
     classifier.tokenizer.save_pretrained(out_dir)
     runs.save_labels(out_dir, classifier.label_names)
     return out_dir
+
+
+@dataclass
+class LoadedRun:
+    model: torch.nn.Module
+    tokenizer: Any
+    label_names: list[str]
+    config: Any  # the run's RunConfig
+    adapters: list[str]
+
+
+def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str | Path] | None = None,
+                   precision: str = "fp32") -> LoadedRun:
+    """Load a finished run: a full model, or the base model plus the run's LoRA adapter.
+
+    ``adapters`` adds more LoRA runs of the same base (name -> run folder); the run's own adapter
+    is then called ``default``. With no extra adapters a LoRA adapter is merged into the base,
+    which gives the same predictions at plain-model speed.
+    """
+    from transformers import AutoTokenizer
+
+    run_dir = Path(run_dir)
+    config = runs.load_run_config(run_dir)
+    label_names = runs.load_labels(run_dir)
+    if precision not in PRECISIONS:
+        raise PipelineError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    names: list[str] = []
+    if runs.is_adapter_run(run_dir):
+        from peft import PeftModel
+
+        base = load_pretrained(auto_class, config.model, **label_kwargs(label_names))
+        _check_adapter_files(run_dir)
+        model = PeftModel.from_pretrained(base, run_dir, adapter_name="default")
+        names = ["default"]
+        for name, other in (adapters or {}).items():
+            _check_compatible(run_dir, config.model, label_names, Path(other))
+            model.load_adapter(str(other), adapter_name=name)
+            names.append(name)
+        if len(names) == 1:
+            model, names = model.merge_and_unload(), []
+    else:
+        if adapters:
+            raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a full model")
+        if not (run_dir / "model.safetensors").exists():
+            raise PipelineError(f"run folder {run_dir} has neither a model nor an adapter; "
+                                f"the run did not finish, retrain or resume it")
+        model = auto_class.from_pretrained(run_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedRun(with_precision(model.eval(), precision), tokenizer, label_names, config, names)
 
 
 def label_kwargs(label_names: list[str]) -> dict[str, Any]:
@@ -296,3 +317,72 @@ def open_output(path: Path | None) -> ContextManager[TextIO]:
     except OSError as exc:
         raise PipelineError(f"cannot write {path} ({exc.strerror}); choose a writable path") from None
 
+
+
+# --------------------------------------------------------------------------------------------
+# Token classification: word tags and entity spans
+
+WORD = re.compile(r"\w+|[^\w\s]")  # BERT-style basic tokenization: words and single punctuation marks
+
+
+@dataclass
+class TokenTagger:
+    model: torch.nn.Module
+    tokenizer: Any
+    label_names: list[str]
+    max_length: int = 256
+    batch_size: int = 32
+    adapters: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, batch_size: int = 32, max_length: int | None = None,
+                 precision: str = "fp32") -> "TokenTagger":
+        from transformers import AutoModelForTokenClassification
+
+        loaded = load_run_model(run_dir, AutoModelForTokenClassification, None, precision)
+        return cls(loaded.model, loaded.tokenizer, loaded.label_names,
+                   max_length or loaded.config.dataset.max_length, batch_size, loaded.adapters)
+
+    def tag_words(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]], int]:
+        """Tags and their probabilities per word (from each word's first sub-token), and how many
+        sentences were cut at max_length (their remaining words are tagged O with score 0)."""
+        order = np.argsort([-sum(len(w) for w in s) for s in sentences], kind="stable")
+        device = next(self.model.parameters()).device
+        tags: list[list[str]] = [[] for _ in sentences]
+        scores: list[list[float]] = [[] for _ in sentences]
+        truncated = 0
+        with torch.inference_mode():
+            for start in range(0, len(sentences), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                batch = self.tokenizer([list(sentences[i]) for i in idx], is_split_into_words=True, truncation=True,
+                                       max_length=self.max_length, padding=True, return_tensors="pt")
+                probs = torch.softmax(self.model(**batch.to(device)).logits.float(), dim=-1).cpu()
+                best, ids = probs.max(-1)
+                for row, i in enumerate(idx):
+                    words = len(sentences[i])
+                    first: dict[int, int] = {}
+                    for position, word in enumerate(batch.word_ids(row)):
+                        if word is not None and word not in first:
+                            first[word] = position
+                    truncated += len(first) < words
+                    tags[i] = [self.label_names[int(ids[row, first[w]])] if w in first else "O" for w in range(words)]
+                    scores[i] = [float(best[row, first[w]]) if w in first else 0.0 for w in range(words)]
+        return tags, scores, truncated
+
+    def entities(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
+        """Entities per text: ``{"entity", "text", "start", "end", "score"}`` with character offsets
+        into the text (``text[start:end] == entity text``), words merged into spans."""
+        texts = check_texts(texts)
+        words = [[(m.group(), m.start(), m.end()) for m in WORD.finditer(t)] for t in texts]
+        tags, scores, _ = self.tag_words([[w for w, _, _ in ws] for ws in words])
+        from pipeline.metrics import entity_spans
+
+        out = []
+        for text, ws, ts, ss in zip(texts, words, tags, scores):
+            found = []
+            for first, last, kind in entity_spans(ts):
+                start, end = ws[first][1], ws[last - 1][2]
+                found.append({"entity": kind, "text": text[start:end], "start": start, "end": end,
+                              "score": float(np.mean(ss[first:last]))})
+            out.append(found)
+        return out

@@ -6,7 +6,7 @@ scripts from the Hub).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -64,3 +64,65 @@ def plot_confusion(matrix: list[list[int]], label_names: Sequence[str], path: st
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def entity_metrics(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, Any]:
+    """Entity-level precision/recall/F1 (seqeval, strict IOB2 spans) overall and per type, and token
+    accuracy."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    report = classification_report(true_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True,
+                                   zero_division=0)
+    tokens = [(t, p) for ts, ps in zip(true_tags, pred_tags) for t, p in zip(ts, ps)]
+    result: dict[str, Any] = {
+        "precision": float(report["micro avg"]["precision"]),
+        "recall": float(report["micro avg"]["recall"]),
+        "f1": float(report["micro avg"]["f1-score"]),
+        "token_accuracy": sum(t == p for t, p in tokens) / max(len(tokens), 1),
+    }
+    result["per_type"] = {name: {"precision": float(v["precision"]), "recall": float(v["recall"]),
+                                 "f1": float(v["f1-score"]), "support": int(v["support"])}
+                          for name, v in report.items() if "avg" not in name}
+    return result
+
+
+def entity_spans(tags: list[str]) -> list[tuple[int, int, str]]:
+    """(start, end exclusive, type) of each IOB2 entity; a stray I- starts an entity too."""
+    spans = []
+    start, kind = None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        inside = tag.startswith("I-") and kind == tag[2:]
+        if start is not None and not inside:
+            spans.append((start, i, kind))
+            start, kind = None, None
+        if tag.startswith("B-") or (tag.startswith("I-") and not inside):
+            start, kind = i, tag[2:]
+    return spans
+
+
+def type_confusion(true_tags: list[list[str]], pred_tags: list[list[str]]) -> dict[str, dict[str, int]]:
+    """For each gold entity type, what the prediction on the same words was: the same type, another
+    type (a span match with the wrong type), a partial overlap, or missed ("O")."""
+    table: dict[str, dict[str, int]] = {}
+    for gold, pred in zip(true_tags, pred_tags):
+        predicted = {(s, e): k for s, e, k in entity_spans(pred)}
+        for s, e, kind in entity_spans(gold):
+            if (s, e) in predicted:
+                outcome = predicted[(s, e)]
+            elif any(p.startswith(("B-", "I-")) for p in pred[s:e]):
+                outcome = "partial"
+            else:
+                outcome = "O"
+            row = table.setdefault(kind, {})
+            row[outcome] = row.get(outcome, 0) + 1
+    return table
+
+
+def type_confusion_text(table: dict[str, dict[str, int]]) -> str:
+    columns = sorted({c for row in table.values() for c in row} - {"O", "partial"}) + ["partial", "O"]
+    width = max(10, *(len(c) for c in columns), *(len(k) for k in table))
+    lines = ["gold \\ predicted".ljust(width) + " " + " ".join(c.rjust(width) for c in columns)]
+    for kind in sorted(table):
+        lines.append(kind.ljust(width) + " " + " ".join(str(table[kind].get(c, 0)).rjust(width) for c in columns))
+    return "\n".join(lines)

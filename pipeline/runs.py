@@ -51,6 +51,46 @@ def prepare(config: RunConfig, overwrite: bool) -> Path:
     return run_dir
 
 
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints with everything a resume needs, oldest first. Trainer writes trainer_state.json
+    after the weights, optimizer and scheduler, so a checkpoint cut short by a kill lacks it."""
+    folder = run_dir / CHECKPOINTS
+    found = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        step = path.name.rpartition("-")[2]
+        weights = any((path / name).exists() for name in ("model.safetensors", "adapter_model.safetensors"))
+        needed = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+        if step.isdigit() and weights and all((path / name).exists() for name in needed):
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]
+
+
+def resume_checkpoint(config: RunConfig, which: str) -> tuple[Path, Path]:
+    """The run folder and checkpoint to resume: ``latest`` or a checkpoint path."""
+    run_dir = Path(config.output_dir)
+    if not (run_dir / CONFIG_FILE).exists():
+        raise PipelineError(f"nothing to resume: {run_dir} holds no run; train without --resume first")
+    if which == "latest":
+        checkpoints = complete_checkpoints(run_dir)
+        if not checkpoints:
+            raise PipelineError(f"no complete checkpoint in {run_dir / CHECKPOINTS}; train again with --overwrite")
+        return run_dir, checkpoints[-1]
+    path = Path(which)
+    if path.resolve() not in [p.resolve() for p in complete_checkpoints(run_dir)]:
+        raise PipelineError(f"{path} is not a complete checkpoint of this run; use --resume latest "
+                            f"or one of {run_dir / CHECKPOINTS}/checkpoint-N")
+    return run_dir, path
+
+
+def check_same_config(config: RunConfig, run_dir: Path) -> None:
+    saved = load_run_config(run_dir).to_dict()
+    given = config.to_dict()
+    for section, value in given.items():
+        if saved.get(section) != value:
+            raise PipelineError(f"the config differs from the one {run_dir} was trained with (at {section}); "
+                                f"resume with the same config and overrides")
+
+
 def load_run_config(run_dir: str | Path) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -91,21 +131,21 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_model_card(run_dir: Path, config: RunConfig, metrics: dict[str, Any]) -> None:
+def write_model_card(run_dir: Path, config: RunConfig, metrics: dict[str, Any], auto_class: str,
+                     cli_example: str) -> None:
     """README.md: what was trained, on what, how well, and how to load it."""
     dataset = config.dataset.name or config.dataset.train_file
     params = metrics.get("parameters", {})
-    rows = []
-    for split in ("validation", "test"):
-        for key, value in (metrics.get(split) or {}).items():
-            if isinstance(value, float):
-                rows.append(f"| {split} | {key} | {value:.4f} |")
+    rows = [f"| {split} | {key} | {value:.4f} |" for split in ("validation", "test")
+            for key, value in (metrics.get(split) or {}).items() if isinstance(value, float)]
     if config.method == "lora":
-        usage = (f"from peft import AutoPeftModelForSequenceClassification\n"
-                 f"model = AutoPeftModelForSequenceClassification.from_pretrained(\"{run_dir}\")")
+        usage = (f"from peft import AutoPeft{auto_class[4:]}\n"
+                 f"model = AutoPeft{auto_class[4:]}.from_pretrained(\"{run_dir}\")")
     else:
-        usage = (f"from transformers import pipeline\n"
-                 f"classifier = pipeline(\"text-classification\", model=\"{run_dir}\")")
+        usage = (f"from transformers import {auto_class}\n"
+                 f"model = {auto_class}.from_pretrained(\"{run_dir}\")")
+    figure = "![confusion matrix](confusion_matrix.png)\n" if (run_dir / "confusion_matrix.png").exists() else ""
+    config_text = (run_dir / CONFIG_FILE).read_text() if (run_dir / CONFIG_FILE).exists() else ""
     card = f"""---
 library_name: {'peft' if config.method == 'lora' else 'transformers'}
 tags: [{config.recipe}, {config.method}]
@@ -119,11 +159,10 @@ Trainable parameters: {params.get('trainable', 0):,} of {params.get('total', 0):
 |---|---|---|
 {chr(10).join(rows)}
 
-![confusion matrix](confusion_matrix.png)
-
+{figure}
 ## Use
 ```
-pipeline predict {run_dir} --text "A true cinematic achievement!"
+{cli_example.format(run=run_dir)}
 ```
 ```python
 {usage}
@@ -131,6 +170,6 @@ pipeline predict {run_dir} --text "A true cinematic achievement!"
 
 ## Training config
 ```yaml
-{(run_dir / CONFIG_FILE).read_text() if (run_dir / CONFIG_FILE).exists() else ''}```
+{config_text}```
 """
     (run_dir / "README.md").write_text(card, encoding="utf-8")

@@ -132,12 +132,19 @@ def _argument_names() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainingArguments)}
 
 
-def train(config: RunConfig, overwrite: bool = False) -> Path:
-    """Run ``config`` end to end and return the run folder."""
+def train(config: RunConfig, overwrite: bool = False, resume: str | None = None) -> Path:
+    """Run ``config`` end to end and return the run folder; ``resume`` ("latest" or a checkpoint
+    path) continues an interrupted run from its checkpoint."""
     from recipes import get_recipe
 
     recipe = get_recipe(config.recipe)
-    run_dir = runs.prepare(config, overwrite)
+    checkpoint = None
+    if resume:
+        run_dir, checkpoint = runs.resume_checkpoint(config, resume)
+        runs.check_same_config(config, run_dir)
+        print(f"resuming from {checkpoint}")
+    else:
+        run_dir = runs.prepare(config, overwrite)
     task = recipe.build(config)
     model = apply_method(task.model, config.method, config.lora, task.peft_task_type)
     params = parameter_report(model)
@@ -157,7 +164,7 @@ def train(config: RunConfig, overwrite: bool = False) -> Path:
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
     start = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     train_seconds = time.perf_counter() - start
     if not trainer.is_world_process_zero():
         return run_dir
@@ -176,7 +183,7 @@ def train(config: RunConfig, overwrite: bool = False) -> Path:
     model.eval()
     for split, data in task.eval_splits.items():
         recipe.evaluate(model, task.tokenizer, config, task.label_names, data, run_dir, split)
-    runs.write_model_card(run_dir, config, runs.load_metrics(run_dir))
+    runs.write_model_card(run_dir, config, runs.load_metrics(run_dir), recipe.AUTO_CLASS, recipe.CLI_EXAMPLE)
     print(f"run folder: {run_dir}")
     return run_dir
 

@@ -10,6 +10,7 @@ from pipeline.errors import PipelineError
 
 RECIPES = {
     "sequence_classification": "one label per text (sentiment, topics); full, head or LoRA",
+    "token_classification": "one tag per word (NER, IOB2), entity-level F1 with seqeval; full, head or LoRA",
 }
 
 CONFIG_DIR = Path(__file__).parent / "configs"

@@ -25,6 +25,8 @@ from pipeline.training import Task
 
 PEFT_TASK_TYPE = "SEQ_CLS"
 METRIC = "accuracy"
+AUTO_CLASS = "AutoModelForSequenceClassification"
+CLI_EXAMPLE = 'pipeline predict {run} --text "A true cinematic achievement!"'
 
 
 def build(config: RunConfig) -> Task:
