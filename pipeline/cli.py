@@ -152,6 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.training import train
 
     config = load_config(resolve_config_path(args.config), args.overrides)
+    if int(os.environ.get("RANK", "0")) != 0:  # distributed: only the main process prints progress
+        sys.stdout = open(os.devnull, "w")
     if args.resume and args.overwrite:
         raise PipelineError("--resume and --overwrite contradict each other; choose one")
     train(config, overwrite=args.overwrite, resume=args.resume)

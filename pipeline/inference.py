@@ -50,16 +50,19 @@ class TextClassifier:
     def probabilities(self, texts: Sequence[str], adapter: str | None = None) -> np.ndarray:
         """Class probabilities, shape (len(texts), n_labels), in input order."""
         texts = check_texts(texts)
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # characters approximate tokens
+        # Tokenize the whole chunk at once (fast), then batch by exact token length so that each
+        # batch pads to within a token or two of its texts.
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
+        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
+        keys = list(encoded.keys())
         device = next(self.model.parameters()).device
         out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
         with self._lock, torch.inference_mode():
             self._use(adapter)
             for start in range(0, len(texts), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                batch = self.tokenizer([texts[i] for i in idx], truncation=True, max_length=self.max_length,
-                                       padding=True, return_tensors="pt").to(device)
-                logits = self.model(**batch).logits
+                batch = self.tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
+                logits = self.model(**batch.to(device)).logits
                 out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return out
 

@@ -27,8 +27,9 @@ LOG_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 
 
-def prepare(config: RunConfig, overwrite: bool) -> Path:
-    """Create the run folder; refuse to replace another run unless asked, never touch other files."""
+def check_output_dir(config: RunConfig, overwrite: bool) -> Path:
+    """Refuse to replace another run unless asked, and never touch a folder of other files.
+    Reads only, so every process of a distributed run can check before the main one writes."""
     run_dir = Path(config.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise PipelineError(f"output_dir {run_dir} is a file; choose a folder path")
@@ -39,7 +40,14 @@ def prepare(config: RunConfig, overwrite: bool) -> Path:
         if not overwrite:
             raise PipelineError(f"output_dir {run_dir} already holds a run; pass --overwrite to replace it "
                                 f"or set output_dir=... to keep both")
-        shutil.rmtree(run_dir)
+    return run_dir
+
+
+def prepare(config: RunConfig, overwrite: bool) -> Path:
+    """Create the run folder (after ``check_output_dir``) and save the resolved config in it."""
+    run_dir = check_output_dir(config, overwrite)
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        shutil.rmtree(run_dir)  # a previous run, replaced on request (--overwrite)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"

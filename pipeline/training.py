@@ -6,13 +6,14 @@ A recipe module (``recipes/<name>.py``) provides ``build(config) -> Task`` and
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 
 from pipeline import runs
@@ -100,11 +101,16 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
     if settings.get("save_strategy") != settings.get("eval_strategy") and settings.get("load_best_model_at_end"):
         settings["load_best_model_at_end"] = False  # Trainer needs the two aligned to track the best
     if "bf16" not in config.training and "fp16" not in config.training:
-        settings["bf16"] = native_bf16()
-    if (settings.get("bf16") or settings.get("fp16")) and not torch.cuda.is_available():
+        launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # accelerate launch --mixed_precision
+        if launched in ("bf16", "fp16"):
+            settings[launched] = True
+        else:  # "no" is also accelerate's unset default, so it does not turn the automatic choice off
+            settings["bf16"] = native_bf16()
+    if cpu_only():
         if settings.get("fp16"):
             raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
-        settings["use_cpu"] = True  # Trainer's CPU bf16 path (autocast)
+        # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes.
+        settings.setdefault("use_cpu", True)
     settings = {k: v for k, v in settings.items() if k in _argument_names()}
     try:
         args = TrainingArguments(output_dir=str(run_dir / runs.CHECKPOINTS), seed=config.seed, **settings)
@@ -112,6 +118,10 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         first = str(exc).strip().splitlines()[0]
         raise PipelineError(f"training settings rejected: {first}") from None
     return args, patience
+
+
+def cpu_only() -> bool:
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
 
 
 def native_bf16() -> bool:
@@ -138,13 +148,22 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
     from recipes import get_recipe
 
     recipe = get_recipe(config.recipe)
+    set_seed(config.seed)  # before the task head is initialised: the same seed gives the same run
     checkpoint = None
     if resume:
         run_dir, checkpoint = runs.resume_checkpoint(config, resume)
         runs.check_same_config(config, run_dir)
         print(f"resuming from {checkpoint}")
     else:
-        run_dir = runs.prepare(config, overwrite)
+        # Every process checks; then the main one alone writes the run folder while the others wait.
+        from accelerate import PartialState
+
+        state = PartialState(cpu=cpu_only())  # the same state TrainingArguments will use
+        run_dir = runs.check_output_dir(config, overwrite)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            runs.prepare(config, overwrite)
+        state.wait_for_everyone()
     task = recipe.build(config)
     model = apply_method(task.model, config.method, config.lora, task.peft_task_type)
     params = parameter_report(model)
@@ -152,7 +171,7 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
     args, patience = training_arguments(config, task, run_dir)
     precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
-    print(f"training: {precision}, {args.optim}, lr {args.learning_rate:g}, batch "
+    print(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
           f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")
     callbacks = [ProgressLine(), NonFiniteLossGuard(), MetricsLog(run_dir / runs.LOG_FILE)]
     if patience:
