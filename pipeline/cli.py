@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a YAML config file, or the name of a shipped config (see `pipeline recipes`)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. training.num_train_epochs=1")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in output_dir")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="let the base model load from pickle weights (.bin), which can run code")
     p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue an interrupted run from its latest complete checkpoint (or the one given)")
     p.set_defaults(handler=cmd_train)
@@ -90,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="a new folder for the model")
     p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base (required for LoRA runs)")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("push", parents=[common], help="upload a run (adapter or merged model) to the Hub")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--repo-id", required=True, help="USER/NAME on the Hub")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--merged", action="store_true", help="upload the LoRA adapter merged into its base")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
+    p.set_defaults(handler=cmd_push)
 
     p = sub.add_parser("recipes", parents=[common], help="list the recipes and shipped configs")
     p.set_defaults(handler=cmd_recipes)
@@ -151,7 +161,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.training import train
 
-    config = load_config(resolve_config_path(args.config), args.overrides)
+    overrides = args.overrides + (["allow_pickle=true"] if args.allow_pickle else [])
+    config = load_config(resolve_config_path(args.config), overrides)
     if int(os.environ.get("RANK", "0")) != 0:  # distributed: only the main process prints progress
         sys.stdout = open(os.devnull, "w")
     if args.resume and args.overwrite:
@@ -227,6 +238,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise PipelineError(f"{args.run} is a LoRA run; pass --merge to fold the adapter into its base")
     out = export_merged(args.run, args.out)
     print(f"exported {args.run} to {out} (loads with AutoModelForSequenceClassification.from_pretrained)")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from pipeline.hub import push
+
+    push(args.run, args.repo_id, private=args.private, merged=args.merged, dry_run=args.dry_run)
     return 0
 
 

@@ -48,14 +48,25 @@ class LoraConfig:
 
 
 @dataclass
+class HubConfig:
+    push_to_hub: bool = False  # push the run folder at the end of training
+    repo_id: str | None = None  # USER/NAME
+    private: bool = False
+    merged: bool = False  # push the LoRA adapter merged into its base
+
+
+@dataclass
 class RunConfig:
     recipe: str
     output_dir: str
     model: str = "minilm"  # alias, Hub id or local path
     method: str = "lora"  # full | head | lora
     seed: int = 42
+    trust_remote_code: bool = False  # run Python code shipped with a Hub model; off unless asked
+    allow_pickle: bool = False  # load weights from pickle files (.bin/.pt), which can run code
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
     # transformers.TrainingArguments keys (HF names) plus the pipeline's own TRAINING_EXTRAS.
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -317,6 +328,8 @@ def _check_values(config: RunConfig) -> None:
         raise PipelineError(f"dataset.validation_split must be between 0 and 1, got {data.validation_split}")
     if data.tag_scheme not in ("IOB1", "IOB2"):
         raise PipelineError(f"dataset.tag_scheme must be IOB1 or IOB2, got {data.tag_scheme!r}")
+    if config.hub.push_to_hub and not config.hub.repo_id:
+        raise PipelineError("hub.push_to_hub is true but hub.repo_id is not set; set hub.repo_id=USER/NAME")
     _positive("lora.r", config.lora.r)
     _positive("lora.alpha", config.lora.alpha)
     if not 0 <= config.lora.dropout < 1:

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,10 @@ def read_text(path: Path) -> str:
     """Read a whole text file as UTF-8 (gz transparently), failing with the byte offset if it is not."""
     raw = path.read_bytes()
     if path.suffix == ".gz":
-        raw = gzip.decompress(raw)
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            raise PipelineError(f"{path} is not a valid gzip file; check the file or drop the .gz suffix") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -63,14 +67,17 @@ def _read_delimited(path: Path, delimiter: str) -> Columns:
     except StopIteration:
         raise PipelineError(f"{path} is empty; it needs a header line and rows") from None
     columns: Columns = {name: [] for name in header}
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise PipelineError(f"{path} line {reader.line_num}: {len(row)} fields where the header has "
-                                f"{len(header)}; fix that row (a stray delimiter or quote?)")
-        for name, value in zip(header, row):
-            columns[name].append(value)
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise PipelineError(f"{path} line {reader.line_num}: {len(row)} fields where the header has "
+                                    f"{len(header)}; fix that row (a stray delimiter or quote?)")
+            for name, value in zip(header, row):
+                columns[name].append(value)
+    except csv.Error as exc:
+        raise PipelineError(f"{path} line {reader.line_num}: {exc}; fix that row") from None
     return columns
 
 

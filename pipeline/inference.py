@@ -130,7 +130,8 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     if runs.is_adapter_run(run_dir):
         from peft import PeftModel
 
-        base = load_pretrained(auto_class, config.model, **label_kwargs(label_names))
+        base = load_pretrained(auto_class, config.model, config.trust_remote_code, config.allow_pickle,
+                               **label_kwargs(label_names))
         _check_adapter_files(run_dir)
         model = PeftModel.from_pretrained(base, run_dir, adapter_name="default")
         names = ["default"]
@@ -237,7 +238,10 @@ def _iter_open(f: TextIO, path: Path, suffix: str, column: str) -> Iterator[str]
                 raise PipelineError(f"{path} line {number} is not valid JSON ({exc.msg}); fix that line") from None
             if not isinstance(row, dict) or column not in row:
                 raise PipelineError(f"{path} line {number} has no field {column!r}; pass --text-column")
-            if isinstance(row[column], str) and row[column].strip():
+            if not isinstance(row[column], str):
+                raise PipelineError(f"{path} line {number}: {column!r} is a {type(row[column]).__name__}, "
+                                    f"not a string; fix that line")
+            if row[column].strip():
                 yield row[column]
         return
     reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",",

@@ -126,3 +126,30 @@ def type_confusion_text(table: dict[str, dict[str, int]]) -> str:
     for kind in sorted(table):
         lines.append(kind.ljust(width) + " " + " ".join(str(table[kind].get(c, 0)).rjust(width) for c in columns))
     return "\n".join(lines)
+
+
+def plot_curves(log_path: str | Path, path: str | Path, metric: str) -> None:
+    """Training loss and the validation metric against the step, from the run's metrics.jsonl."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r[f"eval_{metric}"]) for r in records if f"eval_{metric}" in r]
+    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    if train:
+        loss_ax.plot(*zip(*train), color="tab:blue", label="training loss")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("training loss", color="tab:blue")
+    if evals:
+        metric_ax = loss_ax.twinx()
+        metric_ax.plot(*zip(*evals), color="tab:orange", marker="o", label=f"validation {metric}")
+        metric_ax.set_ylabel(f"validation {metric}", color="tab:orange")
+    loss_ax.set_title(f"{Path(path).parent.name}: training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

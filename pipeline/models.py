@@ -60,25 +60,40 @@ def hub_error(name: str, exc: Exception) -> PipelineError:
                          f"offline, use an alias ({', '.join(ALIASES)}) or a local folder")
 
 
-def load_tokenizer(name: str) -> Any:
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise hub_error(name, exc) from None
 
 
-def load_pretrained(auto_class: Any, name: str, **kwargs: Any) -> Any:
-    """``auto_class.from_pretrained`` on a resolved name, with one-line errors for the usual failures."""
+def load_pretrained(auto_class: Any, name: str, trust_remote_code: bool = False, allow_pickle: bool = False,
+                    **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained`` on a resolved name, with one-line errors for the usual failures.
+    Weights load from safetensors only, unless ``allow_pickle`` (pickle files can run code)."""
     path = resolve_model(name)
+    local = Path(path)
+    if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
+        pickles = sorted(p.name for p in local.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise PipelineError(f"model folder {local} holds only pickle weights ({', '.join(pickles)}), which can run "
+                                f"code when loaded; pass --allow-pickle if you trust the source, or convert to safetensors")
     try:
-        return auto_class.from_pretrained(path, **kwargs)
+        return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                          use_safetensors=None if allow_pickle else True, **kwargs)
     except ValueError as exc:  # e.g. a model type that has no head for this task
         if "Unrecognized configuration class" in str(exc):
             raise PipelineError(f"model {name!r} cannot be used with {auto_class.__name__}: its architecture has no "
                                 f"such head; pick an encoder such as minilm") from None
+        if "trust_remote_code" in str(exc):
+            raise PipelineError(f"model {name!r} needs its own Python code; set trust_remote_code: true in the "
+                                f"config only if you trust its source") from None
         raise hub_error(name, exc) from None
     except OSError as exc:
         raise hub_error(name, exc) from None

@@ -6,7 +6,8 @@
     tokenizer files
     metrics.json           final metrics per split, parameter counts, timing
     metrics.jsonl          every training/evaluation log record
-    confusion_matrix.{txt,png}
+    confusion_matrix.{txt,png}   (classification) | entity_confusion.txt (NER)
+    training_curves.png    training loss and the validation metric per step
     README.md              a model card
     checkpoints/           Trainer checkpoints (resumable)
 """

@@ -21,6 +21,7 @@ from pipeline.callbacks import MetricsLog, NonFiniteLossGuard, ProgressLine
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report
+from pipeline.metrics import plot_curves
 
 
 @dataclass
@@ -183,14 +184,19 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    train_seconds = time.perf_counter() - start
-    if not trainer.is_world_process_zero():
-        return run_dir
-    # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.
-    model.save_pretrained(run_dir)
-    task.tokenizer.save_pretrained(run_dir)
-    runs.save_labels(run_dir, task.label_names)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - start
+        if not trainer.is_world_process_zero():
+            return run_dir
+        # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.
+        model.save_pretrained(run_dir)
+        task.tokenizer.save_pretrained(run_dir)
+        runs.save_labels(run_dir, task.label_names)
+    except OSError as exc:  # a full disk, a vanished folder: the checkpoints written so far stay usable
+        raise PipelineError(f"could not write the run ({exc.strerror or exc}); make room, then continue with "
+                            f"pipeline train ... --resume (complete checkpoints: "
+                            f"{len(runs.complete_checkpoints(run_dir))} in {run_dir / runs.CHECKPOINTS})") from None
     summary = {
         "parameters": params,
         "train": {"seconds": round(train_seconds, 1), "steps": result.global_step,
@@ -202,7 +208,12 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
     model.eval()
     for split, data in task.eval_splits.items():
         recipe.evaluate(model, task.tokenizer, config, task.label_names, data, run_dir, split)
+    plot_curves(run_dir / runs.LOG_FILE, run_dir / "training_curves.png", task.metric)
     runs.write_model_card(run_dir, config, runs.load_metrics(run_dir), recipe.AUTO_CLASS, recipe.CLI_EXAMPLE)
     print(f"run folder: {run_dir}")
+    if config.hub.push_to_hub:
+        from pipeline.hub import push
+
+        push(run_dir, config.hub.repo_id, private=config.hub.private, merged=config.hub.merged)
     return run_dir
 

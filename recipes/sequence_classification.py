@@ -34,7 +34,7 @@ def build(config: RunConfig) -> Task:
     splits, label_names = data.splits, data.label_names
     print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
           f" rows; labels: {', '.join(label_names)}")
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     max_length = config.dataset.max_length
     model_limit = getattr(tokenizer, "model_max_length", None) or 10**9
     if max_length > model_limit:
@@ -42,7 +42,8 @@ def build(config: RunConfig) -> Task:
                             f"set dataset.max_length={model_limit} or less")
     encoded = tokenize(splits.filter(lambda row: row["label"] >= 0), tokenizer, max_length)
     print(length_report(encoded["train"], max_length))
-    model = load_pretrained(AutoModelForSequenceClassification, config.model, num_labels=len(label_names),
+    model = load_pretrained(AutoModelForSequenceClassification, config.model, config.trust_remote_code,
+                            config.allow_pickle, num_labels=len(label_names),
                             id2label=dict(enumerate(label_names)),
                             label2id={name: i for i, name in enumerate(label_names)})
     if tokenizer.pad_token is None:  # decoders (Llama, GPT-2) ship without one

@@ -37,7 +37,7 @@ def build(config: RunConfig) -> Task:
     splits, label_names = data.splits, data.label_names
     print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
           f" sentences; tags: {', '.join(label_names)}")
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise PipelineError(f"model {config.model!r} has no fast tokenizer; token classification needs word ids")
     encoded = splits.map(partial(align, tokenizer=tokenizer, max_length=config.dataset.max_length,
@@ -48,7 +48,8 @@ def build(config: RunConfig) -> Task:
         if cut:
             print(f"data: {cut} {name} sentence(s) longer than max_length {config.dataset.max_length} tokens were "
                   f"truncated; their last words are not trained on and are tagged O at evaluation")
-    model = load_pretrained(AutoModelForTokenClassification, config.model, num_labels=len(label_names),
+    model = load_pretrained(AutoModelForTokenClassification, config.model, config.trust_remote_code,
+                            config.allow_pickle, num_labels=len(label_names),
                             id2label=dict(enumerate(label_names)),
                             label2id={name: i for i, name in enumerate(label_names)})
     return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],

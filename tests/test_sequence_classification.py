@@ -47,7 +47,7 @@ def test_lora_run_folder_holds_a_small_adapter_that_peft_loads(lora_run):
 
 
 def test_run_folder_describes_itself(lora_run):
-    for name in ("run_config.yaml", "labels.json", "metrics.json", "metrics.jsonl", "README.md",
+    for name in ("run_config.yaml", "labels.json", "metrics.json", "metrics.jsonl", "README.md", "training_curves.png",
                  "confusion_matrix.txt", "confusion_matrix.png", "tokenizer.json"):
         assert (lora_run / name).exists(), name
     assert json.loads((lora_run / "labels.json").read_text()) == ["negative", "positive"]
