@@ -62,9 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common], help="label texts with a finished run")
     p.add_argument("run", help="a run folder")
-    p.add_argument("--text", action="append", default=[], help="a text to label (repeatable)")
-    p.add_argument("--file", help="texts to label, streamed: .txt (one per line), .jsonl, .csv or .tsv")
-    p.add_argument("--text-column", default="text", help="the text field of a .jsonl/.csv/.tsv file")
+    _add_input_options(p)
     p.add_argument("--output", help="write predictions to a .jsonl or .csv file instead of stdout")
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "label", "score"}')
     p.add_argument("--top-k", type=int, help="also give the k best labels with their scores")
@@ -73,9 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ner", parents=[common], help="find named entities with a token-classification run")
     p.add_argument("run", help="a token_classification run folder")
-    p.add_argument("--text", action="append", default=[], help="a text to tag (repeatable)")
-    p.add_argument("--file", help="texts to tag: .txt (one per line), .jsonl, .csv or .tsv (column --text-column)")
-    p.add_argument("--text-column", default="text")
+    _add_input_options(p)
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "entities": [...]}')
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(handler=cmd_ner)
@@ -104,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", parents=[common], help="list the recipes and shipped configs")
     p.set_defaults(handler=cmd_recipes)
     return parser
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text", action="append", default=[], help="a text (repeatable)")
+    p.add_argument("--file", help="texts, streamed: .txt (one per line), .jsonl, .csv or .tsv")
+    p.add_argument("--text-column", default="text", help="the text field of a .jsonl/.csv/.tsv file")
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from pipeline.errors import PipelineError
 
@@ -91,9 +91,9 @@ def _rows_to_columns(rows: list[dict], path: Path) -> Columns:
     return columns
 
 
-def _read_jsonl(path: Path) -> Columns:
-    rows = []
-    for number, line in enumerate(read_text(path).split("\n"), start=1):  # not splitlines: U+2028 is valid JSON
+def iter_jsonl(lines: Iterable[str], path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line, failing on the first bad line with its number."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -102,8 +102,12 @@ def _read_jsonl(path: Path) -> Columns:
             raise PipelineError(f"{path} line {number} is not valid JSON ({exc.msg}); fix or delete that line") from None
         if not isinstance(row, dict):
             raise PipelineError(f"{path} line {number} is not a JSON object; each line must be {{\"text\": ..., ...}}")
-        rows.append(row)
-    return _rows_to_columns(rows, path)
+        yield number, row
+
+
+def _read_jsonl(path: Path) -> Columns:
+    lines = read_text(path).split("\n")  # not splitlines(): U+2028 may stand inside a JSON string
+    return _rows_to_columns([row for _, row in iter_jsonl(lines, path)], path)
 
 
 def _read_json(path: Path) -> Columns:
@@ -322,12 +326,7 @@ def load_text_classification(cfg: Any, seed: int) -> TextClassificationData:
         dataset["train"], dataset["validation"] = parts["train"], parts["test"]
         print(f"data: no validation split; held out a stratified {cfg.validation_split:.0%} of train "
               f"({len(dataset['validation'])} rows, seed {seed})")
-    if cfg.max_train_samples:
-        dataset["train"] = _subset(dataset["train"], cfg.max_train_samples, seed)
-    if cfg.max_eval_samples:
-        for split in ("validation", "test"):
-            if split in dataset:
-                dataset[split] = _subset(dataset[split], cfg.max_eval_samples, seed)
+    limit_rows(dataset, cfg, seed)
     classes = set(dataset["train"]["label"])
     if len(classes) < 2:
         only = label_names[next(iter(classes))] if classes else "none"
@@ -385,8 +384,12 @@ def _label_kind(label: Any) -> str:
     return "int" if text.lstrip("-").isdigit() else "str"
 
 
-def _subset(split: Any, n: int, seed: int) -> Any:
-    return split.shuffle(seed=seed).select(range(min(n, len(split)))) if n < len(split) else split
+def limit_rows(dataset: Any, cfg: Any, seed: int) -> None:
+    """Apply dataset.max_train_samples / max_eval_samples: seeded random subsets, in place."""
+    limits = {"train": cfg.max_train_samples, "validation": cfg.max_eval_samples, "test": cfg.max_eval_samples}
+    for split, n in limits.items():
+        if n and split in dataset and n < len(dataset[split]):
+            dataset[split] = dataset[split].shuffle(seed=seed).select(range(n))
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,12 +508,7 @@ def load_token_classification(cfg: Any, seed: int) -> TaggingData:
     if "validation" not in dataset:
         parts = dataset["train"].train_test_split(test_size=cfg.validation_split, seed=seed)
         dataset["train"], dataset["validation"] = parts["train"], parts["test"]
-    if cfg.max_train_samples:
-        dataset["train"] = _subset(dataset["train"], cfg.max_train_samples, seed)
-    if cfg.max_eval_samples:
-        for split in ("validation", "test"):
-            if split in dataset:
-                dataset[split] = _subset(dataset[split], cfg.max_eval_samples, seed)
+    limit_rows(dataset, cfg, seed)
     return TaggingData(dataset, names)
 
 

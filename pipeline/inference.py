@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pipeline import runs
+from pipeline.data import iter_jsonl
 from pipeline.errors import PipelineError
 from pipeline.models import load_pretrained, resolve_model
 
@@ -229,14 +230,8 @@ def _iter_open(f: TextIO, path: Path, suffix: str, column: str) -> Iterator[str]
                 yield line.rstrip("\r\n")
         return
     if suffix == ".jsonl":
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PipelineError(f"{path} line {number} is not valid JSON ({exc.msg}); fix that line") from None
-            if not isinstance(row, dict) or column not in row:
+        for number, row in iter_jsonl(f, path):
+            if column not in row:
                 raise PipelineError(f"{path} line {number} has no field {column!r}; pass --text-column")
             if not isinstance(row[column], str):
                 raise PipelineError(f"{path} line {number}: {column!r} is a {type(row[column]).__name__}, "
