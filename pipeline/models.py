@@ -67,6 +67,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
+    local = Path(path)
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
+    if local.is_dir() and not any((local / f).exists() for f in tokenizer_files):
+        raise PipelineError(f"model folder {local} has no tokenizer files; save one there with "
+                            f"tokenizer.save_pretrained(...)")
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:

@@ -5,7 +5,7 @@
     adapter_config.json +  adapter_model.safetensors   (LoRA)  |  config.json + model.safetensors (full, head)
     tokenizer files
     metrics.json           final metrics per split, parameter counts, timing
-    metrics.jsonl          every training/evaluation log record
+    metrics.jsonl          every training/evaluation log record (and metrics.csv, the same as a table)
     confusion_matrix.{txt,png}   (classification) | entity_confusion.txt (NER)
     training_curves.png    training loss and the validation metric per step
     README.md              a model card
@@ -110,6 +110,21 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     from pipeline.config import load_yaml
 
     return validate(load_yaml(path))
+
+
+def write_csv_log(run_dir: Path) -> None:
+    """metrics.csv: the JSON-lines log as one table (a column per key), for spreadsheets."""
+    import csv
+
+    path = run_dir / LOG_FILE
+    if not path.exists():
+        return
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    with open(run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(records)
 
 
 def save_labels(run_dir: Path, label_names: list[str]) -> None:

@@ -113,6 +113,7 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes.
         settings.setdefault("use_cpu", True)
     settings = {k: v for k, v in settings.items() if k in _argument_names()}
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # for report_to: tensorboard
     try:
         args = TrainingArguments(output_dir=str(run_dir / runs.CHECKPOINTS), seed=config.seed, **settings)
     except (ValueError, TypeError) as exc:
@@ -209,6 +210,7 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
     for split, data in task.eval_splits.items():
         recipe.evaluate(model, task.tokenizer, config, task.label_names, data, run_dir, split)
     plot_curves(run_dir / runs.LOG_FILE, run_dir / "training_curves.png", task.metric)
+    runs.write_csv_log(run_dir)
     runs.write_model_card(run_dir, config, runs.load_metrics(run_dir), recipe.AUTO_CLASS, recipe.CLI_EXAMPLE)
     print(f"run folder: {run_dir}")
     if config.hub.push_to_hub:

@@ -66,6 +66,8 @@ CASES: dict[str, tuple[Case, str]] = {
     # model
     "missing model path": (lambda t, r: ["train", "sst2_lora", "model=./no/such/model", "dataset.max_train_samples=50",
                                          f"output_dir={t}/run"], "does not exist"),
+    "folder without a tokenizer": (lambda t, r: ["train", "sst2_lora", f"model={vision_model(t, tokenizer=False)}",
+                                                 "dataset.max_train_samples=50", f"output_dir={t}/run"], "no tokenizer files"),
     "folder without config.json": (lambda t, r: ["train", "sst2_lora", f"model={(t / 'm').mkdir() or t / 'm'}",
                                                  "dataset.max_train_samples=50", f"output_dir={t}/run"], "no config.json"),
     "model that cannot classify": (lambda t, r: ["train", "sst2_lora", f"model={vision_model(t)}",
@@ -85,10 +87,14 @@ CASES: dict[str, tuple[Case, str]] = {
 }
 
 
-def vision_model(tmp: Path) -> Path:
+def vision_model(tmp: Path, tokenizer: bool = True) -> Path:
     from transformers import CLIPVisionConfig
 
+    from pipeline.models import load_tokenizer
+
     CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp / "clip")
+    if tokenizer:
+        load_tokenizer("minilm").save_pretrained(tmp / "clip")  # so that the missing head is what fails
     return tmp / "clip"
 
 
@@ -97,7 +103,8 @@ def pickle_model(tmp: Path) -> Path:
 
     folder = tmp / "pickled"
     folder.mkdir()
-    shutil.copy(Path(resolve_model("minilm")) / "config.json", folder / "config.json")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copy(Path(resolve_model("minilm")) / name, folder / name)
     (folder / "pytorch_model.bin").write_bytes(b"not loaded")
     return folder
 

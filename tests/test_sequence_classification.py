@@ -47,8 +47,8 @@ def test_lora_run_folder_holds_a_small_adapter_that_peft_loads(lora_run):
 
 
 def test_run_folder_describes_itself(lora_run):
-    for name in ("run_config.yaml", "labels.json", "metrics.json", "metrics.jsonl", "README.md", "training_curves.png",
-                 "confusion_matrix.txt", "confusion_matrix.png", "tokenizer.json"):
+    for name in ("run_config.yaml", "labels.json", "metrics.json", "metrics.jsonl", "metrics.csv", "README.md",
+                 "training_curves.png", "confusion_matrix.txt", "confusion_matrix.png", "tokenizer.json"):
         assert (lora_run / name).exists(), name
     assert json.loads((lora_run / "labels.json").read_text()) == ["negative", "positive"]
     width, height = Image.open(lora_run / "confusion_matrix.png").size
@@ -124,3 +124,15 @@ def test_head_method_trains_only_the_classifier(tmp_path):
                    "training.num_train_epochs=1", f"output_dir={out}") == 0
     params = json.loads((out / "metrics.json").read_text())["parameters"]
     assert params["trainable"] == 384 * 2 + 2  # the classifier's weight and bias
+
+
+def test_logs_land_as_tensorboard_events_and_a_csv_table(tmp_path):
+    import csv
+
+    out = tmp_path / "logged"
+    assert run_cli("train", "sst2_head", "dataset.max_train_samples=200", "dataset.max_eval_samples=100",
+                   "training.num_train_epochs=1", "training.report_to=[tensorboard]", f"output_dir={out}") == 0
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r.get("eval_accuracy") for r in rows) and any(r.get("loss") for r in rows)
