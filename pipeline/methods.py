@@ -17,8 +17,11 @@ from pipeline.errors import PipelineError
 DEFAULT_LEARNING_RATE = {"full": 2e-5, "head": 1e-3, "lora": 5e-4}
 
 
-def apply_method(model: torch.nn.Module, method: str, lora: Any, task_type: str) -> torch.nn.Module:
-    """Prepare ``model`` for ``method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``."""
+def apply_method(model: torch.nn.Module, method: str, lora: Any, task_type: str,
+                 head_modules: tuple[str, ...] = ()) -> torch.nn.Module:
+    """Prepare ``model`` for ``method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``.
+    ``head_modules`` are parts of the task head that live inside the base model (BERT's pooler):
+    LoRA trains and saves them in full, like the fresh classifier peft already keeps."""
     if method == "full":
         return model
     if method == "head":
@@ -39,8 +42,10 @@ def apply_method(model: torch.nn.Module, method: str, lora: Any, task_type: str)
                              if isinstance(mod, torch.nn.Linear)})
             raise PipelineError(f"lora.target_modules {missing} are not modules of {type(model).__name__}; "
                                 f"its linear layers are named {', '.join(linear)}")
+        extra = [name for name in head_modules if name in present]
         config = LoraConfig(task_type=getattr(TaskType, task_type), r=lora.r, lora_alpha=lora.alpha,
-                            lora_dropout=lora.dropout, target_modules=list(lora.target_modules))
+                            lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+                            modules_to_save=extra or None)
         return get_peft_model(model, config)
     raise PipelineError(f"method {method!r} is unknown; choose full, head or lora")
 

@@ -37,6 +37,7 @@ class Task:
     peft_task_type: str  # peft TaskType name, e.g. "SEQ_CLS"
     label_names: list[str] = field(default_factory=list)
     eval_splits: dict[str, Any] = field(default_factory=dict)  # split name -> raw split for the final report
+    head_modules: tuple[str, ...] = ()  # head parts inside the base model, trained in full under LoRA
 
 
 class PipelineTrainer(Trainer):
@@ -167,7 +168,7 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
             runs.prepare(config, overwrite)
         state.wait_for_everyone()
     task = recipe.build(config)
-    model = apply_method(task.model, config.method, config.lora, task.peft_task_type)
+    model = apply_method(task.model, config.method, config.lora, task.peft_task_type, task.head_modules)
     params = parameter_report(model)
     print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")

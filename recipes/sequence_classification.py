@@ -54,7 +54,8 @@ def build(config: RunConfig) -> Task:
     return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],
                 eval_dataset=encoded["validation"], collator=DataCollatorWithPadding(tokenizer),
                 compute_metrics=partial(compute_metrics, label_names=label_names), metric=METRIC,
-                peft_task_type=PEFT_TASK_TYPE, label_names=label_names, eval_splits=labelled)
+                peft_task_type=PEFT_TASK_TYPE, label_names=label_names, eval_splits=labelled,
+                head_modules=("pooler",))  # BERT's head is pooler + classifier (RoBERTa's: dense + out_proj)
 
 
 def tokenize(splits: Any, tokenizer: Any, max_length: int) -> Any:

@@ -88,5 +88,9 @@ def test_concurrent_requests_are_batched_together(server, sst2_rows):
     with ThreadPoolExecutor(max_workers=24) as pool:
         results = list(pool.map(lambda t: post(url, {"texts": t}), texts))
     assert all(status == 200 for status, _ in results)
-    assert [r["predictions"][0] for _, r in results] == engine.predict([t[0] for t in texts])
+    expected = engine.predict([t[0] for t in texts])
+    got = [r["predictions"][0] for _, r in results]
+    assert [g["label"] for g in got] == [e["label"] for e in expected]
+    # batched with other requests, a text is padded differently: scores agree to float precision
+    assert max(abs(g["score"] - e["score"]) for g, e in zip(got, expected)) < 1e-4
     assert call(url, "/health")[1]["batches"] - before < len(texts)
