@@ -53,8 +53,7 @@ def stage(run_dir: Path, repo_id: str, merged: bool, into: Path) -> list[Path]:
 def model_card(run_dir: Path, repo_id: str, base_hub_id: str, full_model: bool) -> str:
     config = runs.load_run_config(run_dir)
     metrics = runs.load_metrics(run_dir)
-    rows = [f"| {split} | {key} | {value:.4f} |" for split in ("validation", "test")
-            for key, value in (metrics.get(split) or {}).items() if isinstance(value, float)]
+    rows = runs.metrics_rows(metrics)
     auto = "AutoModelForTokenClassification" if config.recipe == "token_classification" \
         else "AutoModelForSequenceClassification"
     if full_model:

@@ -155,13 +155,18 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def metrics_rows(metrics: dict[str, Any]) -> list[str]:
+    """Markdown table rows "| split | metric | value |" for the scalar metrics of each split."""
+    return [f"| {split} | {key} | {value:.4f} |" for split in ("validation", "test")
+            for key, value in (metrics.get(split) or {}).items() if isinstance(value, float)]
+
+
 def write_model_card(run_dir: Path, config: RunConfig, metrics: dict[str, Any], auto_class: str,
                      cli_example: str) -> None:
     """README.md: what was trained, on what, how well, and how to load it."""
     dataset = config.dataset.name or config.dataset.train_file
     params = metrics.get("parameters", {})
-    rows = [f"| {split} | {key} | {value:.4f} |" for split in ("validation", "test")
-            for key, value in (metrics.get(split) or {}).items() if isinstance(value, float)]
+    rows = metrics_rows(metrics)
     if config.method == "lora":
         usage = (f"from peft import AutoPeft{auto_class[4:]}\n"
                  f"model = AutoPeft{auto_class[4:]}.from_pretrained(\"{run_dir}\")")

@@ -18,7 +18,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from pipeline import runs
 from pipeline.callbacks import MetricsLog, NonFiniteLossGuard, ProgressLine
-from pipeline.config import RunConfig
+from pipeline.config import RunConfig, training_argument_types
 from pipeline.errors import PipelineError
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report
 from pipeline.metrics import plot_curves
@@ -113,7 +113,7 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
             raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
         # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes.
         settings.setdefault("use_cpu", True)
-    settings = {k: v for k, v in settings.items() if k in _argument_names()}
+    settings = {k: v for k, v in settings.items() if k in training_argument_types()}
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # for report_to: tensorboard
     try:
         args = TrainingArguments(output_dir=str(run_dir / runs.CHECKPOINTS), seed=config.seed, **settings)
@@ -137,12 +137,6 @@ def native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _argument_names() -> set[str]:
-    import dataclasses
-
-    return {f.name for f in dataclasses.fields(TrainingArguments)}
 
 
 def train(config: RunConfig, overwrite: bool = False, resume: str | None = None) -> Path:
