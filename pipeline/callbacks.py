@@ -1,4 +1,5 @@
-"""Trainer callbacks: a readable progress line, a NaN/inf guard and a JSON-lines metrics log."""
+"""Trainer callbacks: a readable progress line, a NaN/inf guard, a JSON-lines metrics log and
+AdaLoRA's rank schedule."""
 from __future__ import annotations
 
 import json
@@ -59,6 +60,23 @@ class MetricsLog(TrainerCallback):
         record = {"step": state.global_step, **logs}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, default=float) + "\n")
+
+
+class AdaLoraSchedule(TrainerCallback):
+    """AdaLoRA reallocates its rank budget from the gradients of each step, so peft needs a call
+    between the optimizer step and zeroing the gradients, and the run's total step count: the
+    budget stays full for the first 10% of steps, shrinks to the target rank until 70%, then is fixed."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        config = model.peft_config["default"]
+        config.total_step = state.max_steps
+        config.tinit = int(0.1 * state.max_steps)
+        config.tfinal = int(0.3 * state.max_steps)
+        config.deltaT = max(1, state.max_steps // 100)
+        model.base_model.rankallocator.peft_config = config
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        model.base_model.update_and_allocate(state.global_step)
 
 
 def warn(message: str) -> None:

@@ -237,7 +237,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pipeline.inference import export_merged
 
     if runs.is_adapter_run(args.run) and not args.merge:
-        raise PipelineError(f"{args.run} is a LoRA run; pass --merge to fold the adapter into its base")
+        raise PipelineError(f"{args.run} holds an adapter, not a model; pass --merge to fold it into its base")
     out = export_merged(args.run, args.out)
     print(f"exported {args.run} to {out} (loads with AutoModelForSequenceClassification.from_pretrained)")
     return 0

@@ -19,7 +19,8 @@ import yaml
 
 from pipeline.errors import PipelineError
 
-METHODS = ("full", "head", "lora")
+# full and head train the model's own weights; the rest train small added parameters through peft.
+METHODS = ("full", "head", "lora", "dora", "adalora", "ia3", "prompt", "prefix")
 
 
 @dataclass
@@ -48,6 +49,25 @@ class LoraConfig:
 
 
 @dataclass
+class PromptConfig:
+    """Prompt tuning (learned input embeddings) and prefix tuning (learned keys/values per layer)."""
+    num_virtual_tokens: int = 20
+
+
+@dataclass
+class AugmentConfig:
+    """EDA-style training-set augmentation (Wei and Zou, 2019), seeded by the run's seed. ``factor``
+    augmented copies of each training text are added; each copy applies every operation whose share
+    (of the text's words) is above zero. Synonym replacement and insertion need a lexicon."""
+    factor: int = 0  # 0 = off
+    deletion: float = 0.1  # each word dropped with this probability
+    swap: float = 0.1  # share of words swapped with another position
+    synonym: float = 0.0  # share of words replaced by a synonym
+    insertion: float = 0.0  # share of words whose synonym is inserted at a random position
+    lexicon: str | None = None  # TSV file, one line per word: word<TAB>synonym,synonym,...
+
+
+@dataclass
 class HubConfig:
     push_to_hub: bool = False  # push the run folder at the end of training
     repo_id: str | None = None  # USER/NAME
@@ -60,12 +80,14 @@ class RunConfig:
     recipe: str
     output_dir: str
     model: str = "minilm"  # alias, Hub id or local path
-    method: str = "lora"  # full | head | lora
+    method: str = "lora"  # one of METHODS
     seed: int = 42
     trust_remote_code: bool = False  # run Python code shipped with a Hub model; off unless asked
     allow_pickle: bool = False  # load weights from pickle files (.bin/.pt), which can run code
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # lora, dora and adalora
+    prompt: PromptConfig = field(default_factory=PromptConfig)  # prompt and prefix
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     # transformers.TrainingArguments keys (HF names) plus the pipeline's own TRAINING_EXTRAS.
     training: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +97,11 @@ class RunConfig:
 
 
 # Training keys that are ours, not TrainingArguments'.
-TRAINING_EXTRAS: dict[str, Any] = {"early_stopping_patience": int | None}
+TRAINING_EXTRAS: dict[str, Any] = {
+    "early_stopping_patience": int | None,
+    # full fine-tuning: each layer down from the top learns at this factor of the one above it
+    "layerwise_lr_decay": float | None,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,7 +362,26 @@ def _check_values(config: RunConfig) -> None:
         raise PipelineError(f"lora.dropout must be in [0, 1), got {config.lora.dropout}")
     if not config.lora.target_modules:
         raise PipelineError("lora.target_modules is empty; name the modules to adapt, e.g. [query, value]")
+    _positive("prompt.num_virtual_tokens", config.prompt.num_virtual_tokens)
+    aug = config.augment
+    if aug.factor < 0:
+        raise PipelineError(f"augment.factor must be 0 (off) or more, got {aug.factor}")
+    for key in ("deletion", "swap", "synonym", "insertion"):
+        if not 0 <= getattr(aug, key) < 1:
+            raise PipelineError(f"augment.{key} must be in [0, 1), got {getattr(aug, key)}")
+    if aug.factor and (aug.synonym or aug.insertion) and not aug.lexicon:
+        raise PipelineError("augment.synonym and augment.insertion need a synonym lexicon; set augment.lexicon="
+                            "PATH (TSV: word<TAB>synonym,synonym) or set them to 0")
+    if aug.lexicon and not Path(aug.lexicon).is_file():
+        raise PipelineError(f"augment.lexicon {aug.lexicon} does not exist; check the path")
     t = config.training
+    decay = t.get("layerwise_lr_decay")
+    if decay is not None:
+        if not 0 < decay <= 1:
+            raise PipelineError(f"training.layerwise_lr_decay must be in (0, 1], got {decay}; typical: 0.8 to 0.95")
+        if config.method != "full":
+            raise PipelineError(f"training.layerwise_lr_decay applies to method full, not {config.method}; "
+                                f"remove it or set method=full")
     for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         _positive(f"training.{key}", t.get(key))
     if "learning_rate" in t and not 0 < t["learning_rate"] <= 1:

@@ -72,7 +72,7 @@ tags: [{config.recipe}, {config.method}, finetune-pipeline]
 
 `{base_hub_id}` fine-tuned for `{config.recipe}` with method `{config.method}` on
 `{config.dataset.name or Path(config.dataset.train_file or '').name}`
-({'merged into the base model' if full_model and config.method == 'lora' else 'as trained'}).
+({'merged into the base model' if full_model and config.method not in ('full', 'head') else 'as trained'}).
 Trainable parameters in training: {params.get('trainable', 0):,} of {params.get('total', 0):,} ({params.get('percent', 0):.2f}%).
 
 ## Metrics

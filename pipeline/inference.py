@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager, Iterable, Iterator, Sequence, TextIO
@@ -95,6 +96,9 @@ def export_merged(run_dir: str | Path, out_dir: str | Path) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PipelineError(f"export folder {out_dir} is not empty; choose a new folder")
     classifier = TextClassifier.from_run(run_dir)  # merges a single adapter on load
+    if classifier.adapters:
+        raise PipelineError(f"run {run_dir} uses {runs.load_run_config(run_dir).method} tuning, whose virtual tokens "
+                            f"are inputs, not weights: it cannot merge into a plain model; keep the adapter")
     out_dir.mkdir(parents=True, exist_ok=True)
     classifier.model.save_pretrained(out_dir)
     classifier.tokenizer.save_pretrained(out_dir)
@@ -134,14 +138,16 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
         base = load_pretrained(auto_class, config.model, config.trust_remote_code, config.allow_pickle,
                                **label_kwargs(label_names))
         _check_adapter_files(run_dir)
-        model = PeftModel.from_pretrained(base, run_dir, adapter_name="default")
+        with warnings.catch_warnings():  # AdaLoRA's saved rank pattern names its own tensors, which peft
+            warnings.filterwarnings("ignore", message="The following rank_pattern keys")  # then reports
+            model = PeftModel.from_pretrained(base, run_dir, adapter_name="default")
         names = ["default"]
         for name, other in (adapters or {}).items():
             _check_compatible(run_dir, config.model, label_names, Path(other))
             model.load_adapter(str(other), adapter_name=name)
             names.append(name)
-        if len(names) == 1:
-            model, names = model.merge_and_unload(), []
+        if len(names) == 1 and not model.peft_config["default"].is_prompt_learning:
+            model, names = model.merge_and_unload(), []  # virtual tokens cannot merge into weights
     else:
         if adapters:
             raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a full model")

@@ -1,4 +1,11 @@
-"""Training methods: full fine-tuning, head-only training and LoRA (through peft).
+"""Training methods: what trains, and how it is added to the model.
+
+- ``full``: every weight trains.
+- ``head``: the encoder is frozen; the task head trains (the "feature extraction" baseline).
+- through peft: ``lora`` (low-rank updates of chosen linear layers), ``dora`` (LoRA with a separate
+  magnitude), ``adalora`` (LoRA whose rank budget is reallocated during training), ``ia3`` (learned
+  scaling of keys, values and feed-forward activations), ``prompt`` (learned input embeddings) and
+  ``prefix`` (learned keys and values in every layer).
 
 ``apply_method`` takes a model with a task head and returns the model to train; ``parameter_report``
 says how many parameters train.
@@ -11,17 +18,22 @@ import torch
 
 from pipeline.errors import PipelineError
 
-# Learning rates that work for each method when the user sets none (the usual ranges for BERT-size
-# encoders: full fine-tuning moves pretrained weights and wants a small step, a fresh head or LoRA
-# matrices start from zero and want a larger one).
-DEFAULT_LEARNING_RATE = {"full": 2e-5, "head": 1e-3, "lora": 5e-4}
+# Learning rates that work for each method when the user sets none: full fine-tuning moves
+# pretrained weights and wants a small step; a fresh head, LoRA matrices (B starts at zero), IA3
+# scales and virtual tokens start from scratch and want larger ones (the ranges the methods' papers
+# and peft's examples use for BERT-size models).
+DEFAULT_LEARNING_RATE = {"full": 2e-5, "head": 1e-3, "lora": 5e-4, "dora": 5e-4, "adalora": 1e-3,
+                         "ia3": 5e-3, "prompt": 3e-2, "prefix": 1e-2}
+
+PEFT_METHODS = ("lora", "dora", "adalora", "ia3", "prompt", "prefix")
 
 
-def apply_method(model: torch.nn.Module, method: str, lora: Any, task_type: str,
+def apply_method(model: torch.nn.Module, config: Any, task_type: str,
                  head_modules: tuple[str, ...] = ()) -> torch.nn.Module:
-    """Prepare ``model`` for ``method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``.
+    """Prepare ``model`` for ``config.method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``.
     ``head_modules`` are parts of the task head that live inside the base model (BERT's pooler):
-    LoRA trains and saves them in full, like the fresh classifier peft already keeps."""
+    the peft methods train and save them in full, like the fresh classifier peft already keeps."""
+    method = config.method
     if method == "full":
         return model
     if method == "head":
@@ -32,22 +44,70 @@ def apply_method(model: torch.nn.Module, method: str, lora: Any, task_type: str,
         for param in base.parameters():
             param.requires_grad = False
         return model
-    if method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
+    if method not in PEFT_METHODS:
+        raise PipelineError(f"method {method!r} is unknown; choose full, head or one of {', '.join(PEFT_METHODS)}")
+    from peft import get_peft_model
 
-        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        missing = [m for m in lora.target_modules if m not in present]
-        if missing:
-            linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-                             if isinstance(mod, torch.nn.Linear)})
-            raise PipelineError(f"lora.target_modules {missing} are not modules of {type(model).__name__}; "
-                                f"its linear layers are named {', '.join(linear)}")
-        extra = [name for name in head_modules if name in present]
-        config = LoraConfig(task_type=getattr(TaskType, task_type), r=lora.r, lora_alpha=lora.alpha,
-                            lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
-                            modules_to_save=extra or None)
-        return get_peft_model(model, config)
-    raise PipelineError(f"method {method!r} is unknown; choose full, head or lora")
+    peft_config = _peft_config(model, config, task_type, head_modules)
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as exc:  # peft's own refusals, e.g. prefix tuning on a model without a KV cache
+        first = str(exc).strip().splitlines()[0]
+        raise PipelineError(f"method {method} does not fit {type(model).__name__}: {first}; "
+                            f"choose another method (lora works on every model)") from None
+
+
+def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modules: tuple[str, ...]) -> Any:
+    import peft
+
+    method, lora = config.method, config.lora
+    names = [name for name, _ in model.named_modules()]
+
+    def matches(target: str) -> list[str]:
+        # peft's rule: a target names a module by its last dotted parts ("value", "output.dense").
+        return [n for n in names if n == target or n.endswith("." + target)]
+
+    task = getattr(peft.TaskType, task_type)
+    if method in ("prompt", "prefix"):
+        if method == "prompt" and task_type == "TOKEN_CLS":
+            raise PipelineError("method prompt does not fit token classification: the virtual tokens shift "
+                                "every tag position; choose lora, dora, adalora or ia3")
+        if method == "prefix" and _is_encoder_only(model):
+            raise PipelineError(f"method prefix needs a model that takes past keys and values; "
+                                f"{type(model).__name__} is an encoder without them in transformers 5 "
+                                f"(use a decoder such as smollm2, or choose prompt or lora)")
+        cls = peft.PromptTuningConfig if method == "prompt" else peft.PrefixTuningConfig
+        return cls(task_type=task, num_virtual_tokens=config.prompt.num_virtual_tokens)
+    # Head modules are saved through their linear layers ("pooler" -> "pooler.dense"): peft's
+    # merge of IA3 expects every module it saves in full to have a weight.
+    extra = sorted({n[n.index(h):] for h in head_modules for n in names
+                    if ("." + h + ".") in "." + n and isinstance(model.get_submodule(n), torch.nn.Linear)})
+    if method == "ia3":
+        # peft knows each architecture's key/value/feed-forward layers; the head trains in full.
+        return peft.IA3Config(task_type=task, modules_to_save=extra or None)
+    missing = [m for m in lora.target_modules if not matches(m)]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                         if isinstance(mod, torch.nn.Linear)})
+        raise PipelineError(f"lora.target_modules {missing} are not modules of {type(model).__name__}; "
+                            f"its linear layers are named {', '.join(linear)}")
+    adapted = {n for m in lora.target_modules for n in matches(m)}
+    # A head module that LoRA already adapts (target "dense" reaches the pooler) is not also trained in full.
+    extra = [h for h in extra if not any(n.endswith("." + h) for n in adapted)]
+    common = dict(task_type=task, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                  target_modules=list(lora.target_modules), modules_to_save=extra or None)
+    if method == "adalora":
+        # total_step is set from the Trainer's real step count when training starts (AdaLoraSchedule).
+        return peft.AdaLoraConfig(init_r=lora.r, target_r=max(1, lora.r // 2), total_step=1_000_000,
+                                  **{k: v for k, v in common.items() if k != "r"})
+    return peft.LoraConfig(use_dora=method == "dora", **common)
+
+
+def _is_encoder_only(model: torch.nn.Module) -> bool:
+    """BERT-family encoders: in transformers 5 they no longer accept past keys and values, which
+    prefix tuning feeds its learned prefixes through."""
+    return getattr(model.config, "model_type", "") in {"bert", "roberta", "distilbert", "electra", "xlm-roberta",
+                                                       "deberta", "deberta-v2", "albert", "mpnet"}
 
 
 def parameter_report(model: torch.nn.Module) -> dict[str, float]:

@@ -7,6 +7,8 @@ A recipe module (``recipes/<name>.py``) provides ``build(config) -> Task`` and
 from __future__ import annotations
 
 import os
+import re
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +19,8 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_
 from transformers.trainer_callback import PrinterCallback
 
 from pipeline import runs
-from pipeline.callbacks import MetricsLog, NonFiniteLossGuard, ProgressLine
-from pipeline.config import RunConfig, training_argument_types
+from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
+from pipeline.config import TRAINING_EXTRAS, RunConfig, training_argument_types
 from pipeline.errors import PipelineError
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report
 from pipeline.metrics import plot_curves
@@ -42,9 +44,11 @@ class Task:
 
 class PipelineTrainer(Trainer):
     """Trainer that also reports running training accuracy in its logs (the argmax of the logits
-    against the labels, ignoring -100), at no extra forward pass."""
+    against the labels, ignoring -100), at no extra forward pass, and can give each layer its own
+    learning rate (``layerwise_lr_decay``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, **kwargs: Any):
+        self.layerwise_lr_decay = layerwise_lr_decay
         super().__init__(*args, **kwargs)
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
@@ -60,12 +64,44 @@ class PipelineTrainer(Trainer):
                 self._seen += mask.sum().cpu()
         return (loss, outputs) if return_outputs else loss
 
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if not self.layerwise_lr_decay or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = self.model if model is None else model
+        groups = layerwise_parameter_groups(model, self.args.learning_rate, self.layerwise_lr_decay,
+                                            self.args.weight_decay, set(self.get_decay_parameter_names(model)))
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._seen > 0:
             logs["accuracy"] = round(self._correct.item() / self._seen.item(), 4)
             self._correct.zero_()
             self._seen.zero_()
         super().log(logs, start_time)
+
+
+def layerwise_parameter_groups(model: torch.nn.Module, learning_rate: float, decay: float, weight_decay: float,
+                                decay_names: set[str]) -> list[dict[str, Any]]:
+    """Layer-wise learning-rate decay (Howard and Ruder, 2018; ELECTRA): the task head learns at
+    ``learning_rate``, the top transformer layer at ``lr * decay``, each layer below at ``decay`` times
+    the one above, the embeddings lowest. General features near the input move least."""
+    layers = getattr(model.config, "num_hidden_layers", None)
+    if not layers:
+        raise PipelineError("training.layerwise_lr_decay needs a model config with num_hidden_layers")
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        found = re.search(r"\.(?:layer|layers|h|block)\.(\d+)\.", name)
+        depth = int(found.group(1)) + 1 if found else 0 if "embed" in name else layers + 1
+        decays = name in decay_names
+        group = groups.setdefault((depth, decays), {
+            "params": [], "weight_decay": weight_decay if decays else 0.0,
+            "lr": learning_rate * decay ** (layers + 1 - depth)})
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
 
 
 def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[TrainingArguments, int | None]:
@@ -113,7 +149,7 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
             raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
         # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes.
         settings.setdefault("use_cpu", True)
-    settings = {k: v for k, v in settings.items() if k in training_argument_types()}
+    settings = {k: v for k, v in settings.items() if k in training_argument_types() and k not in TRAINING_EXTRAS}
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # for report_to: tensorboard
     try:
         args = TrainingArguments(output_dir=str(run_dir / runs.CHECKPOINTS), seed=config.seed, **settings)
@@ -121,6 +157,13 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         first = str(exc).strip().splitlines()[0]
         raise PipelineError(f"training settings rejected: {first}") from None
     return args, patience
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of the run so far: CUDA allocations on a GPU, else the process's peak resident set."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
 
 
 def cpu_only() -> bool:
@@ -162,7 +205,7 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
             runs.prepare(config, overwrite)
         state.wait_for_everyone()
     task = recipe.build(config)
-    model = apply_method(task.model, config.method, config.lora, task.peft_task_type, task.head_modules)
+    model = apply_method(task.model, config, task.peft_task_type, task.head_modules)
     params = parameter_report(model)
     print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
@@ -173,7 +216,10 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
     callbacks = [ProgressLine(), NonFiniteLossGuard(), MetricsLog(run_dir / runs.LOG_FILE)]
     if patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    trainer = PipelineTrainer(model=model, args=args, train_dataset=task.train_dataset,
+    if config.method == "adalora":
+        callbacks.append(AdaLoraSchedule())
+    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"),
+                              model=model, args=args, train_dataset=task.train_dataset,
                               eval_dataset=task.eval_dataset, data_collator=task.collator,
                               processing_class=task.tokenizer, compute_metrics=task.compute_metrics,
                               callbacks=callbacks)
@@ -198,7 +244,8 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
         "train": {"seconds": round(train_seconds, 1), "steps": result.global_step,
                   "samples_per_second": result.metrics.get("train_samples_per_second"),
                   "loss": result.metrics.get("train_loss"),
-                  "best_checkpoint": trainer.state.best_model_checkpoint},
+                  "best_checkpoint": trainer.state.best_model_checkpoint,
+                  "peak_memory_mb": peak_memory_mb()},
     }
     runs.save_metrics(run_dir, summary)
     model.eval()

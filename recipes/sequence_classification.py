@@ -15,6 +15,7 @@ import numpy as np
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from pipeline import runs
+from pipeline.augment import augment_split
 from pipeline.config import RunConfig
 from pipeline.data import load_text_classification
 from pipeline.errors import PipelineError
@@ -34,6 +35,10 @@ def build(config: RunConfig) -> Task:
     splits, label_names = data.splits, data.label_names
     print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
           f" rows; labels: {', '.join(label_names)}")
+    if config.augment.factor:
+        before = len(splits["train"])
+        splits["train"] = augment_split(splits["train"], config.augment, config.seed)
+        print(f"augment: {before:,} training rows + {len(splits['train']) - before:,} augmented copies")
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
     max_length = config.dataset.max_length
     model_limit = getattr(tokenizer, "model_max_length", None) or 10**9

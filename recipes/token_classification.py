@@ -33,6 +33,9 @@ IGNORE = -100  # positions the loss and the metrics skip
 
 
 def build(config: RunConfig) -> Task:
+    if config.augment.factor:
+        raise PipelineError("augment works on sentence-level labels; token classification would need every "
+                            "edit to move its tags too. Set augment.factor=0")
     data = load_token_classification(config.dataset, config.seed)
     splits, label_names = data.splits, data.label_names
     print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +

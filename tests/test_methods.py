@@ -1,0 +1,113 @@
+"""Every training method on real SST-2 and WNUT-17 rows: trains, saves, reloads, predicts the same;
+layer-wise learning-rate decay; augmentation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from pipeline.errors import PipelineError
+from pipeline.inference import TextClassifier, TokenTagger
+
+REVIEWS = ["A true cinematic achievement!", "Boring and predictable.", "not bad at all"]
+SHORT = ["dataset.max_train_samples=160", "dataset.max_eval_samples=64", "training.max_steps=6",
+         "training.per_device_train_batch_size=16", "training.eval_strategy=no", "training.save_strategy=no"]
+
+
+@pytest.mark.parametrize("method", ["head", "dora", "adalora", "ia3", "prompt"])
+def test_method_trains_saves_reloads_and_predicts(method, tmp_path):
+    out = tmp_path / method
+    assert run_cli("train", "sst2_lora", f"method={method}", *SHORT, f"output_dir={out}") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["rows"] == 64
+    assert 0 < metrics["parameters"]["percent"] < (5 if method == "head" else 1.5)
+    assert metrics["train"]["peak_memory_mb"] > 0
+    saved = out / ("model.safetensors" if method == "head" else "adapter_model.safetensors")
+    assert saved.exists()
+    first = TextClassifier.from_run(out).probabilities(REVIEWS)
+    again = TextClassifier.from_run(out).probabilities(REVIEWS)
+    assert first.shape == (3, 2)
+    np.testing.assert_allclose(first, again, atol=1e-5)  # a reload predicts the same
+
+
+@pytest.mark.parametrize("method", ["dora", "ia3"])
+def test_peft_methods_train_ner(method, tmp_path):
+    out = tmp_path / method
+    assert run_cli("train", "wnut17_lora", f"method={method}", *SHORT, f"output_dir={out}") == 0
+    entities = TokenTagger.from_run(out).entities(["Empire State Building is in New York"])
+    assert isinstance(entities, list) and len(entities) == 1
+
+
+def test_prefix_tuning_on_an_encoder_is_a_clear_error(tmp_path, capsys):
+    assert run_cli("train", "sst2_lora", "method=prefix", *SHORT, f"output_dir={tmp_path / 'p'}") == 2
+    err = capsys.readouterr().err
+    assert "method prefix needs a model that takes past keys and values" in err
+    assert "Traceback" not in err
+
+
+def test_prompt_tuning_for_ner_is_a_clear_error(tmp_path, capsys):
+    assert run_cli("train", "wnut17_lora", "method=prompt", *SHORT, f"output_dir={tmp_path / 'p'}") == 2
+    assert "method prompt does not fit token classification" in capsys.readouterr().err
+
+
+def test_prompt_tuning_run_cannot_be_merged(tmp_path, capsys):
+    out = tmp_path / "prompt"
+    assert run_cli("train", "sst2_lora", "method=prompt", *SHORT, f"output_dir={out}") == 0
+    assert run_cli("export", out, tmp_path / "merged", "--merge") == 2
+    assert "cannot merge" in capsys.readouterr().err
+
+
+def test_layerwise_lr_decay_gives_lower_layers_smaller_steps():
+    from transformers import AutoModelForSequenceClassification, Trainer
+
+    from pipeline.models import resolve_model
+    from pipeline.training import layerwise_parameter_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=2)
+    decay_names = set(Trainer.get_decay_parameter_names(None, model))
+    groups = layerwise_parameter_groups(model, 1e-4, 0.8, 0.01, decay_names)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    lr = {name: by_param[id(p)]["lr"] for name, p in named.items()}
+    assert lr["classifier.weight"] == pytest.approx(1e-4)
+    assert lr["bert.encoder.layer.5.attention.self.query.weight"] == pytest.approx(1e-4 * 0.8)
+    assert lr["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(1e-4 * 0.8 ** 6)
+    assert lr["bert.embeddings.word_embeddings.weight"] == pytest.approx(1e-4 * 0.8 ** 7)
+    assert by_param[id(named["bert.encoder.layer.0.attention.self.query.bias"])]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(named)  # every parameter in exactly one group
+
+
+def test_layerwise_lr_decay_run_and_its_misuse(tmp_path, capsys):
+    out = tmp_path / "llrd"
+    assert run_cli("train", "sst2_full", "training.layerwise_lr_decay=0.9", *SHORT, f"output_dir={out}") == 0
+    assert json.loads((out / "metrics.json").read_text())["validation"]["accuracy"] >= 0
+    assert run_cli("train", "sst2_lora", "training.layerwise_lr_decay=0.9", *SHORT,
+                   f"output_dir={tmp_path / 'bad'}") == 2
+    assert "layerwise_lr_decay applies to method full" in capsys.readouterr().err
+
+
+def test_unknown_method_names_the_choices(tmp_path, capsys):
+    assert run_cli("train", "sst2_lora", "method=qlora", f"output_dir={tmp_path / 'q'}") == 2
+    err = capsys.readouterr().err
+    assert "method 'qlora' is unknown" in err and "dora" in err and "prompt" in err
+
+
+def test_adalora_schedule_prunes_rank_and_the_pruned_adapter_reloads(tmp_path, capsys):
+    """AdaLoRA's budget schedule runs inside Trainer: the saved adapter keeps only the target rank
+    (half of lora.r, spread over the layers by importance), and it reloads to the same accuracy."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "adalora"
+    assert run_cli("train", "sst2_lora", "method=adalora", "dataset.max_train_samples=320",
+                   "dataset.max_eval_samples=32", "training.max_steps=40", "training.eval_strategy=no",
+                   "training.save_strategy=no", f"output_dir={out}") == 0
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    ranks = [t.shape[0] for name, t in weights.items() if "lora_E" in name]
+    assert len(ranks) == 12  # query and value in 6 layers
+    assert sum(ranks) == 4 * 12 and len(set(ranks)) > 1  # budget 4 per module on average, unevenly spent
+    trained = json.loads((out / "metrics.json").read_text())["validation"]["accuracy"]
+    capsys.readouterr()
+    assert run_cli("evaluate", out) == 0
+    assert f"accuracy {trained:.4f}" in capsys.readouterr().out
