@@ -97,6 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
     p.set_defaults(handler=cmd_push)
 
+    p = sub.add_parser("compare", parents=[common],
+                       help="train one config with several methods and tabulate the measurements")
+    p.add_argument("config", help="a YAML config file or a shipped config name")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every method's run")
+    p.add_argument("--methods", default="full,head,lora,dora,ia3,prompt",
+                   help="comma-separated, from: full, head, lora, dora, adalora, ia3, prompt, prefix")
+    p.add_argument("--output-dir", help="where the runs and comparison.{md,json,png} go (default: runs/compare_CONFIG)")
+    p.add_argument("--keep-learning-rate", action="store_true",
+                   help="use the config's learning rate for every method instead of each method's default")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in the output folder")
+    p.set_defaults(handler=cmd_compare)
+
+    p = sub.add_parser("advise", parents=[common], help="estimate memory per method and recommend one")
+    p.add_argument("--model", default="minilm", help="alias, Hub id (bert-base-uncased ships offline) or folder")
+    p.add_argument("--train-size", type=int, required=True, help="training rows")
+    p.add_argument("--gpu-memory", default="16GB", help="accelerator memory, e.g. 16GB")
+    p.add_argument("--tasks", type=int, default=1, help="tasks that will share one deployment")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(handler=cmd_advise)
+
+    p = sub.add_parser("lora-params", parents=[common], help="count LoRA parameters for a model, from its config")
+    p.add_argument("--model", default="minilm", help="alias, Hub id (bert-base-uncased ships offline) or folder")
+    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--targets", default="query,value",
+                   help="comma-separated module names (output = the attention output projection)")
+    p.set_defaults(handler=cmd_lora_params)
+
     p = sub.add_parser("recipes", parents=[common], help="list the recipes and shipped configs")
     p.set_defaults(handler=cmd_recipes)
     return parser
@@ -247,6 +275,36 @@ def cmd_push(args: argparse.Namespace) -> int:
     from pipeline.hub import push
 
     push(args.run, args.repo_id, private=args.private, merged=args.merged, dry_run=args.dry_run)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pipeline.compare import compare
+
+    config = resolve_config_path(args.config)
+    out = args.output_dir or f"runs/compare_{config.stem}"
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    compare(config, args.overrides, methods, out, overwrite=args.overwrite, keep_learning_rate=args.keep_learning_rate)
+    return 0
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    from pipeline.planning import advise, format_advice, parse_memory
+
+    memory = parse_memory(args.gpu_memory)
+    advice = advise(args.model, args.train_size, memory, args.tasks, args.seq_len, args.batch_size)
+    print(format_advice(advice, args.model, memory, args.batch_size, args.seq_len))
+    return 0
+
+
+def cmd_lora_params(args: argparse.Namespace) -> int:
+    from pipeline.planning import format_lora_count, load_model_config, lora_parameters, skeleton
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if not targets:
+        raise PipelineError("--targets is empty; name modules, e.g. query,value")
+    count = lora_parameters(skeleton(load_model_config(args.model)), args.r, targets)
+    print(format_lora_count(count, args.model))
     return 0
 
 

@@ -27,6 +27,16 @@ DEFAULT_LEARNING_RATE = {"full": 2e-5, "head": 1e-3, "lora": 5e-4, "dora": 5e-4,
 
 PEFT_METHODS = ("lora", "dora", "adalora", "ia3", "prompt", "prefix")
 
+# Short target names for the weights the LoRA paper names: W_o, the attention output projection,
+# is "attention.output.dense" in BERT-family models, where a bare "output" would name a container.
+TARGET_ALIASES = {"output": "attention.output.dense"}
+
+
+def expand_target_aliases(module_names: list[str], targets: list[str]) -> list[str]:
+    """Replace an alias by its module name where the model has that module."""
+    return [TARGET_ALIASES[t] if t in TARGET_ALIASES and any(n.endswith("." + TARGET_ALIASES[t]) for n in module_names)
+            else t for t in targets]
+
 
 def apply_method(model: torch.nn.Module, config: Any, task_type: str,
                  head_modules: tuple[str, ...] = ()) -> torch.nn.Module:
@@ -85,17 +95,18 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modul
     if method == "ia3":
         # peft knows each architecture's key/value/feed-forward layers; the head trains in full.
         return peft.IA3Config(task_type=task, modules_to_save=extra or None)
-    missing = [m for m in lora.target_modules if not matches(m)]
+    targets = expand_target_aliases(names, list(lora.target_modules))
+    missing = [m for m in targets if not matches(m)]
     if missing:
         linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
                          if isinstance(mod, torch.nn.Linear)})
         raise PipelineError(f"lora.target_modules {missing} are not modules of {type(model).__name__}; "
                             f"its linear layers are named {', '.join(linear)}")
-    adapted = {n for m in lora.target_modules for n in matches(m)}
+    adapted = {n for m in targets for n in matches(m)}
     # A head module that LoRA already adapts (target "dense" reaches the pooler) is not also trained in full.
     extra = [h for h in extra if not any(n.endswith("." + h) for n in adapted)]
     common = dict(task_type=task, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                  target_modules=list(lora.target_modules), modules_to_save=extra or None)
+                  target_modules=targets, modules_to_save=extra or None)
     if method == "adalora":
         # total_step is set from the Trainer's real step count when training starts (AdaLoraSchedule).
         return peft.AdaLoraConfig(init_r=lora.r, target_r=max(1, lora.r // 2), total_step=1_000_000,

@@ -111,3 +111,28 @@ def test_adalora_schedule_prunes_rank_and_the_pruned_adapter_reloads(tmp_path, c
     capsys.readouterr()
     assert run_cli("evaluate", out) == 0
     assert f"accuracy {trained:.4f}" in capsys.readouterr().out
+
+
+def test_compare_tabulates_each_method_and_reports_a_failing_one(tmp_path, capsys):
+    import yaml
+    from PIL import Image
+
+    out = tmp_path / "cmp"
+    assert run_cli("compare", "sst2_lora", *SHORT, "--methods", "head,lora,prefix", "--output-dir", out) == 0
+    result = json.loads((out / "comparison.json").read_text())
+    rows = {row["method"]: row for row in result["rows"]}
+    assert set(rows) == {"head", "lora", "prefix"}
+    for method in ("head", "lora"):
+        row = rows[method]
+        assert 0 <= row["metric"] <= 1 and row["samples_per_second"] > 0 and row["peak_memory_mb"] > 100
+        assert row["checkpoint_mb"] > 0
+    assert rows["lora"]["checkpoint_mb"] < rows["head"]["checkpoint_mb"]  # an adapter, not a whole model
+    assert rows["lora"]["percent"] < 1 < rows["head"]["percent"] or rows["head"]["percent"] < 1
+    assert "prefix needs a model that takes past keys and values" in rows["prefix"]["error"]
+    # Each method ran at its own default learning rate, not the config's 1e-3.
+    assert "learning_rate" not in (yaml.safe_load((out / "configs" / "lora.yaml").read_text())["training"])
+    assert "| lora |" in (out / "comparison.md").read_text()
+    assert Image.open(out / "comparison.png").size[0] > 400
+    # A second comparison into the same folder is refused, not silently mixed in.
+    assert run_cli("compare", "sst2_lora", "--methods", "head", "--output-dir", out) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
