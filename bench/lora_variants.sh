@@ -8,7 +8,7 @@ mkdir -p bench/out/lora_variants
 common=(dataset.max_train_samples=20000 training.num_train_epochs=1 training.save_strategy=no training.eval_strategy=no)
 variant() {
   local name=$1; shift
-  .venv/bin/pipeline train sst2_lora "${common[@]}" "output_dir=bench/out/lora_variants/$name" --overwrite "$@" \
+  .venv/bin/pipeline train sst2_lora "${common[@]}" "$@" "output_dir=bench/out/lora_variants/$name" --overwrite \
     > "bench/out/lora_variants/$name.log" 2>&1
   .venv/bin/python -c "import json; m = json.load(open('bench/out/lora_variants/$name/metrics.json')); print(f\"$name: dev accuracy {m['validation']['accuracy']:.4f}, {m['parameters']['trainable']:,} trainable ({m['parameters']['percent']:.2f}%), {m['train']['seconds']:.0f} s\")"
 }

@@ -125,6 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated module names (output = the attention output projection)")
     p.set_defaults(handler=cmd_lora_params)
 
+    p = sub.add_parser("fill-mask", parents=[common], help="predict the [MASK] tokens of a text")
+    p.add_argument("model", help="alias (bert-tiny-mlm), Hub id, folder or masked_lm run folder")
+    p.add_argument("text", help='e.g. "The capital of France is [MASK]." (several masks allowed)')
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    p.set_defaults(handler=cmd_fill_mask)
+
+    p = sub.add_parser("generate", parents=[common], help="continue a prompt with a causal LM")
+    p.add_argument("model", help="alias (smollm2), Hub id, folder or causal_lm run folder")
+    p.add_argument("prompt")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--num-return-sequences", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_generate)
+
+    p = sub.add_parser("inspect", parents=[common], help="show tokens, ids, hidden-state shapes and model sizes")
+    p.add_argument("model", help="alias, Hub id, folder or run folder")
+    p.add_argument("--text", default="Transfer learning reuses what a model has already learned.")
+    p.set_defaults(handler=cmd_inspect)
+
     p = sub.add_parser("recipes", parents=[common], help="list the recipes and shipped configs")
     p.set_defaults(handler=cmd_recipes)
     return parser
@@ -305,6 +327,37 @@ def cmd_lora_params(args: argparse.Namespace) -> int:
         raise PipelineError("--targets is empty; name modules, e.g. query,value")
     count = lora_parameters(skeleton(load_model_config(args.model)), args.r, targets)
     print(format_lora_count(count, args.model))
+    return 0
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.lm_tools import fill_mask
+
+    results = fill_mask(args.model, args.text, args.top_k)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for number, predictions in enumerate(results, 1):
+        print(f"mask {number}: " + ", ".join(f"{p['token']} ({p['score']:.3f})" for p in predictions))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pipeline.lm_tools import generate
+
+    texts = generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
+                     args.num_return_sequences, args.seed)
+    for number, text in enumerate(texts, 1):
+        print(f"--- {number}\n{text}" if len(texts) > 1 else text)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.lm_tools import inspect
+
+    print(inspect(args.model, args.text))
     return 0
 
 

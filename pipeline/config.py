@@ -68,6 +68,20 @@ class AugmentConfig:
 
 
 @dataclass
+class LMConfig:
+    """Language-model recipes (masked_lm, causal_lm)."""
+    block_size: int = 128  # texts are concatenated and cut into blocks of this many tokens
+    mlm_probability: float = 0.15  # share of tokens chosen for prediction (80% [MASK], 10% random, 10% kept)
+    whole_word_mask: bool = False  # choose whole words: all sub-tokens of a word together
+    next_sentence_prediction: bool = False  # masked_lm: sentence pairs, MLM + NSP (BertForPreTraining)
+    from_scratch: bool = False  # causal_lm: a fresh GPT-2 of the sizes below, tokenizer trained on the corpus
+    vocab_size: int = 8000
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+
+
+@dataclass
 class HubConfig:
     push_to_hub: bool = False  # push the run folder at the end of training
     repo_id: str | None = None  # USER/NAME
@@ -88,6 +102,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)  # lora, dora and adalora
     prompt: PromptConfig = field(default_factory=PromptConfig)  # prompt and prefix
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
     hub: HubConfig = field(default_factory=HubConfig)
     # transformers.TrainingArguments keys (HF names) plus the pipeline's own TRAINING_EXTRAS.
     training: dict[str, Any] = field(default_factory=dict)
@@ -374,6 +389,13 @@ def _check_values(config: RunConfig) -> None:
                             "PATH (TSV: word<TAB>synonym,synonym) or set them to 0")
     if aug.lexicon and not Path(aug.lexicon).is_file():
         raise PipelineError(f"augment.lexicon {aug.lexicon} does not exist; check the path")
+    lm = config.lm
+    for key in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+        _positive(f"lm.{key}", getattr(lm, key))
+    if not 0 < lm.mlm_probability < 1:
+        raise PipelineError(f"lm.mlm_probability must be between 0 and 1, got {lm.mlm_probability}; BERT uses 0.15")
+    if lm.n_embd % lm.n_head:
+        raise PipelineError(f"lm.n_embd ({lm.n_embd}) must be a multiple of lm.n_head ({lm.n_head})")
     t = config.training
     decay = t.get("layerwise_lr_decay")
     if decay is not None:

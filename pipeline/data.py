@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -544,3 +545,91 @@ def _hub_tagging(hub_path: str, name: str, root: Path | None) -> dict[str, Sente
         tag_names = ds.features["ner_tags"].feature.names
         out[split] = {"tokens": ds["tokens"], "tags": [[tag_names[t] for t in s] for s in ds["ner_tags"]]}
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Plain text for language modelling
+
+
+@dataclass(frozen=True)
+class NamedCorpus:
+    name: str
+    hub_path: str
+    local_file: str  # under the data root
+
+
+CORPORA: dict[str, NamedCorpus] = {c.name: c for c in (
+    NamedCorpus("tiny_shakespeare", "karpathy/tiny_shakespeare", "tiny_shakespeare/input.txt"),
+)}
+
+
+def documents_from_text(text: str) -> list[str]:
+    """Documents separated by blank lines (BERT's pretraining format; the speeches of a play)."""
+    return [d.strip("\n") for d in re.split(r"\n\s*\n", text) if d.strip()]
+
+
+def load_text_corpus(cfg: Any, seed: int) -> Any:
+    """Documents for language modelling as a DatasetDict (train, validation) with one "text" column.
+
+    Sources: a named corpus (``tiny_shakespeare``: the first 90% of the text trains, the last 10%
+    validates, the usual convention), the text column of any named dataset (labels ignored), or
+    files: ``.txt`` (documents separated by blank lines) or any table format with ``text_column``.
+    Without a validation split, a seeded ``validation_split`` share of the documents is held out.
+    """
+    import datasets
+
+    splits: dict[str, list[str]] = {}
+    root = data_root()
+    if cfg.name in CORPORA:
+        corpus = CORPORA[cfg.name]
+        if root and (root / corpus.local_file).exists():
+            text = read_text(root / corpus.local_file)
+            cut = text.find("\n\n", int(len(text) * 0.9))  # at a speech boundary near 90%
+            cut = cut if cut > 0 else int(len(text) * 0.9)
+            splits = {"train": documents_from_text(text[:cut]), "validation": documents_from_text(text[cut:])}
+        else:
+            try:
+                loaded = datasets.load_dataset(corpus.hub_path)
+            except Exception as exc:
+                raise PipelineError(f"corpus {cfg.name!r} is not under the data root ({root or 'none found'}) and "
+                                    f"could not be loaded from the Hub ({type(exc).__name__}); set PIPELINE_DATA_DIR "
+                                    f"or give dataset.train_file") from None
+            splits = {s: documents_from_text("\n".join(ds["text"])) for s, ds in loaded.items() if s != "test"}
+    elif cfg.name:
+        entry = CATALOGUE.get(cfg.name)
+        column = cfg.text_column or (entry.text_column if entry else "text")
+        for split, columns in load_named(cfg.name).items():
+            if column not in columns:
+                raise PipelineError(f"dataset {cfg.name} ({split} split) has no text column {column!r}; its columns "
+                                    f"are {', '.join(columns)}; set dataset.text_column")
+            if split != "test":
+                splits[split] = [str(t) for t in columns[column] if t is not None and str(t).strip()]
+    else:
+        for split in ("train", "validation"):
+            path = getattr(cfg, f"{split}_file")
+            if path:
+                splits[split] = _read_documents(Path(path), cfg.text_column or "text")
+    if not splits.get("train"):
+        raise PipelineError("the corpus has no training text; check dataset.name or dataset.train_file")
+    dataset = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": docs}) for s, docs in splits.items()})
+    if "validation" not in dataset or not len(dataset["validation"]):
+        if len(dataset["train"]) < 2:
+            raise PipelineError("the corpus is a single document; give a dataset.validation_file, or separate "
+                                "documents by blank lines so some can be held out")
+        parts = dataset["train"].train_test_split(test_size=cfg.validation_split, seed=seed)
+        dataset["train"], dataset["validation"] = parts["train"], parts["test"]
+        print(f"data: held out {len(dataset['validation'])} of the documents for validation (seed {seed})")
+    limit_rows(dataset, cfg, seed)
+    return dataset
+
+
+def _read_documents(path: Path, column: str) -> list[str]:
+    if path.suffix == ".txt" or path.suffixes[-2:] == [".txt", ".gz"]:
+        if not path.exists():
+            raise PipelineError(f"data file {path} does not exist; check the path")
+        return documents_from_text(read_text(path))
+    columns = read_file(path)
+    if column not in columns:
+        raise PipelineError(f"{path} has no text column {column!r}; its columns are {', '.join(columns)}; "
+                            f"set dataset.text_column")
+    return [str(t) for t in columns[column] if t is not None and str(t).strip()]

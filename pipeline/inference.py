@@ -161,6 +161,8 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
 
 
 def label_kwargs(label_names: list[str]) -> dict[str, Any]:
+    if not label_names:  # language models
+        return {}
     return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
             "label2id": {name: i for i, name in enumerate(label_names)}}
 

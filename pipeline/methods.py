@@ -77,7 +77,7 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modul
         # peft's rule: a target names a module by its last dotted parts ("value", "output.dense").
         return [n for n in names if n == target or n.endswith("." + target)]
 
-    task = getattr(peft.TaskType, task_type)
+    task = getattr(peft.TaskType, task_type) if task_type else None  # None: any model (masked LMs)
     if method in ("prompt", "prefix"):
         if method == "prompt" and task_type == "TOKEN_CLS":
             raise PipelineError("method prompt does not fit token classification: the virtual tokens shift "

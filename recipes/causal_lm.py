@@ -1,0 +1,97 @@
+"""Causal language modelling: next-token prediction, from scratch or continued from a decoder.
+
+build(): documents (each ended by the end-of-text token) tokenized with ``datasets.map``,
+         concatenated and cut into ``lm.block_size`` blocks whose labels are their own tokens
+         (the model shifts them). ``lm.from_scratch: true`` trains a byte-level BPE tokenizer on
+         the training text (``lm.vocab_size``) and builds a fresh GPT-2 of ``lm.n_layer`` /
+         ``lm.n_head`` / ``lm.n_embd``; otherwise ``model`` is a pretrained decoder (``smollm2``,
+         a Hub id, a folder), trained in full or with LoRA (``lora.target_modules: [q_proj, v_proj]``).
+         Validation loss and perplexity are measured before and after training.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from transformers import AutoModelForCausalLM, default_data_collator
+
+from pipeline.config import RunConfig
+from pipeline.data import load_text_corpus
+from pipeline.errors import PipelineError
+from pipeline.language_modeling import group_into_blocks, lm_metrics, scores_from_logits
+from pipeline.models import load_pretrained, load_tokenizer
+from pipeline.training import Task
+
+PEFT_TASK_TYPE = "CAUSAL_LM"
+METRIC = "loss"
+AUTO_CLASS = "AutoModelForCausalLM"
+CLI_EXAMPLE = 'pipeline generate {run} "ROMEO:" --max-new-tokens 60'
+END_OF_TEXT = "<|endoftext|>"
+
+
+def build(config: RunConfig) -> Task:
+    lm = config.lm
+    corpus = load_text_corpus(config.dataset, config.seed)
+    if lm.from_scratch:
+        tokenizer = train_tokenizer(corpus["train"]["text"], lm.vocab_size)
+        model = fresh_gpt2(tokenizer, lm)
+        print(f"model: a fresh GPT-2 ({lm.n_layer} layers, {lm.n_head} heads, width {lm.n_embd}) with a "
+              f"{len(tokenizer):,}-token BPE vocabulary trained on the corpus")
+    else:
+        tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+        model = load_pretrained(AutoModelForCausalLM, config.model, config.trust_remote_code, config.allow_pickle)
+    if tokenizer.eos_token is None:
+        raise PipelineError(f"model {config.model!r} has no end-of-text token; causal_lm needs a decoder "
+                            f"(smollm2, a GPT-2 or Llama-type model)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    block = min(lm.block_size, limit or lm.block_size)
+    encoded = corpus.map(partial(_tokenize, tokenizer=tokenizer), batched=True, remove_columns=["text"],
+                         desc="tokenizing")
+    blocks = encoded.map(partial(_blocks_with_labels, block_size=block), batched=True, batch_size=1000,
+                         desc=f"grouping into blocks of {block}")
+    for split, data in blocks.items():
+        if len(data) == 0:
+            raise PipelineError(f"the {split} text is shorter than one block of {block} tokens; "
+                                f"lower lm.block_size or give more text")
+    print(f"data: {len(blocks['train']):,} training and {len(blocks['validation']):,} validation blocks of "
+          f"{block} tokens")
+    return Task(model=model, tokenizer=tokenizer, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
+                collator=default_data_collator, compute_metrics=partial(lm_metrics, causal=True), metric=METRIC,
+                peft_task_type=PEFT_TASK_TYPE, greater_is_better=False,
+                preprocess_logits=partial(scores_from_logits, causal=True), causal=True, label_fields=["labels"],
+                score_before_training=True)
+
+
+def _tokenize(batch: dict[str, list], tokenizer: Any) -> dict[str, list]:
+    encoded = tokenizer(batch["text"], return_attention_mask=False, verbose=False)
+    eos = tokenizer.eos_token_id
+    return {"input_ids": [ids + [eos] for ids in encoded["input_ids"]]}
+
+
+def _blocks_with_labels(batch: dict[str, list], block_size: int) -> dict[str, list]:
+    blocks = group_into_blocks(batch, block_size)
+    blocks["labels"] = [list(ids) for ids in blocks["input_ids"]]
+    return blocks
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer (GPT-2's scheme) trained on ``texts`` with ``tokenizers``."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[END_OF_TEXT],
+                            show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token=END_OF_TEXT, eos_token=END_OF_TEXT,
+                                   unk_token=END_OF_TEXT, pad_token=END_OF_TEXT)
+
+
+def fresh_gpt2(tokenizer: Any, lm: Any) -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=lm.block_size, n_embd=lm.n_embd, n_layer=lm.n_layer,
+                        n_head=lm.n_head, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(config)
