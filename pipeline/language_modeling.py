@@ -84,7 +84,8 @@ class MaskingCollator(DataCollatorForLanguageModeling):
 def premask(dataset: Any, collator: MaskingCollator, seed: int) -> Any:
     """Mask an evaluation set once, reproducibly: input_ids with masks in, labels (-100 elsewhere)."""
     fixed = MaskingCollator(collator.tokenizer, mlm_probability=collator.mlm_probability,
-                            whole_word_mask=collator.whole_word_mask, seed=seed)
+                            whole_word_mask=collator.whole_word_mask, mask_replace_prob=collator.mask_replace_prob,
+                            random_replace_prob=collator.random_replace_prob, seed=seed)
 
     def mask(example: dict[str, Any]) -> dict[str, Any]:
         out = fixed([example])

@@ -45,6 +45,7 @@ class Task:
     causal: bool = False  # logits at position t predict token t + 1
     label_fields: list[str] | None = None  # the batch fields Trainer hands to compute_metrics as labels
     score_before_training: bool = False  # evaluate the starting model too (language models: before/after)
+    training_defaults: dict[str, Any] = field(default_factory=dict)  # the recipe's TrainingArguments defaults
 
 
 class PipelineTrainer(Trainer):
@@ -140,6 +141,7 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
     )
     if task.label_fields:
         settings["label_names"] = task.label_fields
+    settings.update(task.training_defaults)
     settings.update(config.training)
     patience = settings.pop("early_stopping_patience", None)
     if patience and settings.get("eval_strategy") == "no":

@@ -58,7 +58,10 @@ def build(config: RunConfig) -> Task:
         if len(data) == 0:
             raise PipelineError(f"the {split} text is shorter than one block of {block} tokens; "
                                 f"lower lm.block_size or give more text")
-    collator = MaskingCollator(tokenizer, mlm_probability=lm.mlm_probability, whole_word_mask=lm.whole_word_mask)
+    # With whole-word masking transformers replaces every chosen piece by [MASK] (no 10/10 split).
+    collator = MaskingCollator(tokenizer, mlm_probability=lm.mlm_probability, whole_word_mask=lm.whole_word_mask,
+                               mask_replace_prob=1.0 if lm.whole_word_mask else 0.8,
+                               random_replace_prob=0.0 if lm.whole_word_mask else 0.1)
     validation = premask(encoded["validation"], collator, config.seed)
     kind = "sentence pairs" if lm.next_sentence_prediction else f"blocks of {block} tokens"
     print(f"data: {len(encoded['train']):,} training and {len(validation):,} validation {kind}; "
@@ -67,7 +70,9 @@ def build(config: RunConfig) -> Task:
                 collator=collator, compute_metrics=partial(lm_metrics, causal=False), metric=METRIC,
                 peft_task_type=PEFT_TASK_TYPE, greater_is_better=False,
                 preprocess_logits=partial(scores_from_logits, causal=False), label_fields=fields,
-                score_before_training=True)
+                score_before_training=True,
+                # the collator needs the special-token mask and word offsets, which the model does not take
+                training_defaults={"remove_unused_columns": False})
 
 
 def _tokenize(batch: dict[str, list], tokenizer: Any, offsets: bool) -> dict[str, list]:
