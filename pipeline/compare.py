@@ -58,7 +58,7 @@ def compare(config_path: str | Path, overrides: list[str], methods: list[str], o
         row["method"] = method
         rows.append(row)
         print("compare: " + format_row(row, metric), flush=True)
-    write_results(rows, out_dir, metric, base)
+    write_results(rows, out_dir, metric, base, training)
     return rows
 
 
@@ -100,18 +100,23 @@ def markdown_table(rows: list[dict[str, Any]], metric: str) -> str:
             lines.append(f"| {row['method']} | - | - | failed: {row['error']} | - | - | - | - | - |")
             continue
         inference = f"{row['eval_samples_per_second']:.0f}" if row.get("eval_samples_per_second") else "-"
+        size = row["checkpoint_mb"]
+        size = f"{size:.1f} MB" if size >= 1 else f"{size * 1024:.0f} KB"
         lines.append(f"| {row['method']} | {row['trainable']:,} | {row['percent']:.2f} | {row['metric']:.4f} | "
                      f"{row['train_seconds']:.0f} s | {row['samples_per_second']:.1f} | {row['peak_memory_mb']:.0f} MB | "
-                     f"{row['checkpoint_mb']:.1f} MB | {inference} |")
+                     f"{size} | {inference} |")
     return "\n".join(lines)
 
 
-def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str, config: Any) -> None:
+def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str, config: Any,
+                  training: dict[str, Any]) -> None:
     memory = "CUDA peak allocation" if _on_gpu() else "process peak RSS"
+    settings = ", ".join(f"{k}={v}" for k, v in training.items()) or "the defaults"
+    rate = ("every method at the learning rate above" if "learning_rate" in training
+            else "each method at its default learning rate")
     setup = (f"{config.model} on {config.dataset.name or config.dataset.train_file}, "
              f"{config.dataset.max_train_samples or 'all'} training rows, seed {config.seed}, "
-             f"training settings {config.training or 'default'} (each method at its default learning rate "
-             f"unless one is set), peak memory = {memory}")
+             f"training {settings}, {rate}; peak memory = {memory}")
     (out_dir / "comparison.json").write_text(json.dumps({"setup": setup, "metric": metric, "rows": rows}, indent=2),
                                              encoding="utf-8")
     (out_dir / "comparison.md").write_text(f"# Method comparison\n\n{setup}.\n\n{markdown_table(rows, metric)}\n",

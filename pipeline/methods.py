@@ -12,6 +12,7 @@ says how many parameters train.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -51,8 +52,8 @@ def apply_method(model: torch.nn.Module, config: Any, task_type: str,
         if base is None or base is model:
             raise PipelineError(f"method head needs a model with a separate task head; "
                                 f"{type(model).__name__} has none, use method full or lora")
-        for param in base.parameters():
-            param.requires_grad = False
+        for name, param in base.named_parameters():  # the encoder freezes; its head parts (pooler) train
+            param.requires_grad = any(name == h or name.startswith(h + ".") for h in head_modules)
         return model
     if method not in PEFT_METHODS:
         raise PipelineError(f"method {method!r} is unknown; choose full, head or one of {', '.join(PEFT_METHODS)}")
@@ -86,6 +87,13 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modul
             raise PipelineError(f"method prefix needs a model that takes past keys and values; "
                                 f"{type(model).__name__} is an encoder without them in transformers 5 "
                                 f"(use a decoder such as smollm2, or choose prompt or lora)")
+        if method == "prefix" and task_type != "CAUSAL_LM" and \
+                "past_key_values" not in inspect.signature(model.forward).parameters:
+            # peft's classification path looks for a past_key_values argument, which transformers 5
+            # models take under another name; its causal-LM path works.
+            raise PipelineError(f"method prefix needs a model that takes past keys and values; "
+                                f"{type(model).__name__} takes them under a name peft does not find, so prefix "
+                                f"tuning runs with the causal_lm recipe only; choose prompt or lora here")
         cls = peft.PromptTuningConfig if method == "prompt" else peft.PrefixTuningConfig
         return cls(task_type=task, num_virtual_tokens=config.prompt.num_virtual_tokens)
     # Head modules are saved through their linear layers ("pooler" -> "pooler.dense"): peft's

@@ -136,3 +136,23 @@ def test_compare_tabulates_each_method_and_reports_a_failing_one(tmp_path, capsy
     # A second comparison into the same folder is refused, not silently mixed in.
     assert run_cli("compare", "sst2_lora", "--methods", "head", "--output-dir", out) == 2
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_prefix_tuning_trains_saves_and_generates_on_a_decoder(tmp_path, capsys):
+    out = tmp_path / "prefix"
+    assert run_cli("train", "tiny_shakespeare_smollm2_lora", "method=prefix", "prompt.num_virtual_tokens=8",
+                   "lm.block_size=64", "dataset.max_train_samples=20", "dataset.max_eval_samples=4",
+                   "training.max_steps=2", "training.per_device_train_batch_size=2", "training.eval_strategy=no",
+                   "training.save_strategy=no", f"output_dir={out}") == 0
+    assert (out / "adapter_model.safetensors").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["parameters"]["percent"] < 1
+    capsys.readouterr()
+    assert run_cli("generate", out, "ROMEO:", "--max-new-tokens", "5", "--temperature", "0") == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_prefix_tuning_for_decoder_classification_is_a_clear_error(tmp_path, capsys):
+    assert run_cli("train", "sst2_smollm2_lora", "method=prefix", "dataset.max_train_samples=16",
+                   "dataset.max_eval_samples=8", "training.max_steps=1", f"output_dir={tmp_path / 'p'}") == 2
+    assert "prefix tuning runs with the causal_lm recipe only" in capsys.readouterr().err

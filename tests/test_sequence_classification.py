@@ -118,12 +118,12 @@ def test_batched_predictions_equal_one_by_one(lora_run, sst2_rows):
     np.testing.assert_allclose(batched, single, atol=1e-4)
 
 
-def test_head_method_trains_only_the_classifier(tmp_path):
+def test_head_method_trains_only_the_pooler_and_classifier(tmp_path):
     out = tmp_path / "head"
     assert run_cli("train", "sst2_head", "dataset.max_train_samples=200", "dataset.max_eval_samples=100",
                    "training.num_train_epochs=1", f"output_dir={out}") == 0
     params = json.loads((out / "metrics.json").read_text())["parameters"]
-    assert params["trainable"] == 384 * 2 + 2  # the classifier's weight and bias
+    assert params["trainable"] == (384 * 384 + 384) + (384 * 2 + 2)  # BERT's pooler and the classifier
 
 
 def test_logs_land_as_tensorboard_events_and_a_csv_table(tmp_path):
