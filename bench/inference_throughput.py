@@ -5,7 +5,8 @@ quick full fine-tune made here on 2,000 SST-2 rows):
 
   seed-loop        one text per forward pass, padded to 128 (the seed's example 8)
   hf-pipeline      transformers.pipeline("text-classification", batch_size=64)
-  ours-fp32        our engine: length-sorted batches of 64, dynamic padding, order restored
+  ours-fp32        our engine: length-sorted batches of 64, dynamic padding, order restored, the
+                   last layer computed for [CLS] only
   ours-bf16        the same with bf16 weights
   ours-int8        the same with dynamic int8 quantization of the Linear layers
 
@@ -33,12 +34,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 from bench.train_throughput import gemm_peak  # noqa: E402
 from pipeline.cli import _quiet_libraries  # noqa: E402
 from pipeline.config import DatasetConfig, load_config  # noqa: E402
 from pipeline.data import load_text_classification  # noqa: E402
-from pipeline.inference import TextClassifier, with_precision  # noqa: E402
+from pipeline.inference import TextClassifier, first_token_last_layer, load_run_model, with_precision  # noqa: E402
 
 
 def flops_per_token(config, mean_tokens: float) -> float:
@@ -65,7 +67,7 @@ def hf_pipeline(model, tokenizer, texts, max_length) -> np.ndarray:
 
 def engine(precision: str):
     def run(model, tokenizer, texts, max_length) -> np.ndarray:
-        m = with_precision(copy.deepcopy(model), precision)
+        m = first_token_last_layer(with_precision(copy.deepcopy(model), precision))
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         return TextClassifier(m, tokenizer, labels, max_length, 64).probabilities(texts).argmax(-1)
     return run
@@ -130,8 +132,8 @@ def main() -> None:
         run = args.run or train(load_config(ROOT / "recipes/configs/sst2_full.yaml", [
             "dataset.max_train_samples=2000", "training.num_train_epochs=1", "training.save_strategy=no",
             "training.eval_strategy=no", f"output_dir={tmp}/run"]))
-        classifier = TextClassifier.from_run(run)
-    model, tokenizer = classifier.model, classifier.tokenizer
+        loaded = load_run_model(run, AutoModelForSequenceClassification)  # plain: the baselines get it as is
+    model, tokenizer = loaded.model, loaded.tokenizer
     sst2 = load_text_classification(DatasetConfig(name="sst2"), 0).splits
     dev, test = list(sst2["validation"]["text"]), list(sst2["test"]["text"])
     labels = np.asarray(list(sst2["validation"]["label"]) + [-1] * len(test))

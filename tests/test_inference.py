@@ -89,3 +89,26 @@ def test_bf16_and_int8_agree_with_fp32_on_most_texts(lora_run, sst2_rows):
     for precision, agreement in (("bf16", 0.97), ("int8", 0.85)):
         other = np.argmax(TextClassifier.from_run(lora_run, precision=precision).probabilities(texts), -1)
         assert (other == fp32).mean() >= agreement, precision
+
+
+def test_last_layer_for_cls_only_gives_the_same_logits(sst2_rows):
+    """The inference engine computes BERT's last layer for [CLS] alone; the logits must not change,
+    with padding in the batch, and export must still save the plain architecture."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline.inference import FirstTokenLayer, first_token_last_layer
+    from pipeline.models import resolve_model
+
+    path = resolve_model("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    plain = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2).eval()
+    fast = first_token_last_layer(copy.deepcopy(plain))
+    assert isinstance(fast.bert.encoder.layer[-1], FirstTokenLayer)
+    batch = tokenizer([s for s, _ in sst2_rows[:32]], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(**batch).logits, plain(**batch).logits, atol=1e-5, rtol=1e-5)
+    assert first_token_last_layer(plain.train()) is plain and not isinstance(plain.bert.encoder.layer[-1],
+                                                                             FirstTokenLayer)
