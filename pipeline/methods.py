@@ -83,16 +83,12 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modul
         if method == "prompt" and task_type == "TOKEN_CLS":
             raise PipelineError("method prompt does not fit token classification: the virtual tokens shift "
                                 "every tag position; choose lora, dora, adalora or ia3")
-        if method == "prefix" and _is_encoder_only(model):
-            raise PipelineError(f"method prefix needs a model that takes past keys and values; "
-                                f"{type(model).__name__} is an encoder without them in transformers 5 "
-                                f"(use a decoder such as smollm2, or choose prompt or lora)")
         if method == "prefix" and task_type != "CAUSAL_LM" and \
                 "past_key_values" not in inspect.signature(model.forward).parameters:
-            # peft's classification path looks for a past_key_values argument, which transformers 5
-            # models take under another name; its causal-LM path works.
+            # peft's classification path looks for a past_key_values argument: BERT-family encoders
+            # have none in transformers 5, decoders take it under another name; the causal-LM path works.
             raise PipelineError(f"method prefix needs a model that takes past keys and values; "
-                                f"{type(model).__name__} takes them under a name peft does not find, so prefix "
+                                f"{type(model).__name__} takes none under the name peft looks for, so prefix "
                                 f"tuning runs with the causal_lm recipe only; choose prompt or lora here")
         cls = peft.PromptTuningConfig if method == "prompt" else peft.PrefixTuningConfig
         return cls(task_type=task, num_virtual_tokens=config.prompt.num_virtual_tokens)
@@ -120,13 +116,6 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modul
         return peft.AdaLoraConfig(init_r=lora.r, target_r=max(1, lora.r // 2), total_step=1_000_000,
                                   **{k: v for k, v in common.items() if k != "r"})
     return peft.LoraConfig(use_dora=method == "dora", **common)
-
-
-def _is_encoder_only(model: torch.nn.Module) -> bool:
-    """BERT-family encoders: in transformers 5 they no longer accept past keys and values, which
-    prefix tuning feeds its learned prefixes through."""
-    return getattr(model.config, "model_type", "") in {"bert", "roberta", "distilbert", "electra", "xlm-roberta",
-                                                       "deberta", "deberta-v2", "albert", "mpnet"}
 
 
 def parameter_report(model: torch.nn.Module) -> dict[str, float]:
