@@ -43,9 +43,10 @@ class Task:
     greater_is_better: bool = True  # of ``metric``; False for a loss
     preprocess_logits: Callable | None = None  # Trainer's preprocess_logits_for_metrics
     causal: bool = False  # logits at position t predict token t + 1
-    label_fields: list[str] | None = None  # the batch fields Trainer hands to compute_metrics as labels
     score_before_training: bool = False  # evaluate the starting model too (language models: before/after)
-    training_defaults: dict[str, Any] = field(default_factory=dict)  # the recipe's TrainingArguments defaults
+    # the recipe's TrainingArguments defaults, e.g. label_names: the batch fields Trainer hands to
+    # compute_metrics as labels (peft's generic wrapper hides them from Trainer's own lookup)
+    training_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 class PipelineTrainer(Trainer):
@@ -139,8 +140,6 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    if task.label_fields:
-        settings["label_names"] = task.label_fields
     settings.update(task.training_defaults)
     settings.update(config.training)
     patience = settings.pop("early_stopping_patience", None)

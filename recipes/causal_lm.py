@@ -60,8 +60,8 @@ def build(config: RunConfig) -> Task:
     return Task(model=model, tokenizer=tokenizer, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
                 collator=default_data_collator, compute_metrics=partial(lm_metrics, causal=True), metric=METRIC,
                 peft_task_type=PEFT_TASK_TYPE, greater_is_better=False,
-                preprocess_logits=partial(scores_from_logits, causal=True), causal=True, label_fields=["labels"],
-                score_before_training=True)
+                preprocess_logits=partial(scores_from_logits, causal=True), causal=True,
+                score_before_training=True, training_defaults={"label_names": ["labels"]})
 
 
 def _tokenize(batch: dict[str, list], tokenizer: Any) -> dict[str, list]:

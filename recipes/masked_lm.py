@@ -69,10 +69,10 @@ def build(config: RunConfig) -> Task:
     return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"], eval_dataset=validation,
                 collator=collator, compute_metrics=partial(lm_metrics, causal=False), metric=METRIC,
                 peft_task_type=PEFT_TASK_TYPE, greater_is_better=False,
-                preprocess_logits=partial(scores_from_logits, causal=False), label_fields=fields,
+                preprocess_logits=partial(scores_from_logits, causal=False),
                 score_before_training=True,
                 # the collator needs the special-token mask and word offsets, which the model does not take
-                training_defaults={"remove_unused_columns": False})
+                training_defaults={"label_names": fields, "remove_unused_columns": False})
 
 
 def _tokenize(batch: dict[str, list], tokenizer: Any, offsets: bool) -> dict[str, list]:
