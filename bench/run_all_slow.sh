@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every slow benchmark in sequence (about two hours on 2 CPU cores); logs land in bench/out/.
+# Every slow benchmark in sequence (about two and a half hours on 2 CPU cores); logs land in bench/out/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p bench/out
