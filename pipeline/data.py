@@ -147,15 +147,19 @@ READERS: dict[str, Callable[[Path], Columns]] = {
 }
 
 
+def _check_file_exists(path: Path) -> None:
+    if not path.exists():
+        raise PipelineError(f"data file {path} does not exist; check the path")
+    if path.is_dir():
+        raise PipelineError(f"data file {path} is a directory; give a file inside it")
+
+
 def read_file(path: str | Path) -> Columns:
     """Read a data file into columns, by its extension."""
     path = Path(path)
     suffix = "".join(path.suffixes[-2:-1]) if path.suffix == ".gz" else path.suffix
     suffix = suffix.lower()
-    if not path.exists():
-        raise PipelineError(f"data file {path} does not exist; check the path")
-    if path.is_dir():
-        raise PipelineError(f"data file {path} is a directory; give a file inside it")
+    _check_file_exists(path)
     if suffix not in READERS:
         raise PipelineError(f"data file {path} has an unsupported format {suffix or '(none)'}; "
                             f"use one of {', '.join(READERS)}")
@@ -421,10 +425,7 @@ def read_conll(path: str | Path) -> Sentences:
     """A token per line (token first, tag last; tab- or space-separated), a blank line between
     sentences, ``-DOCSTART-`` lines skipped. Every line of a file must have the same column count."""
     path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"data file {path} does not exist; check the path")
-    if path.is_dir():
-        raise PipelineError(f"data file {path} is a directory; give a file inside it")
+    _check_file_exists(path)
     tokens: list[list[str]] = []
     tags: list[list[str]] = []
     sentence: list[tuple[str, str]] = []
@@ -599,11 +600,9 @@ def load_text_corpus(cfg: Any, seed: int) -> Any:
         entry = CATALOGUE.get(cfg.name)
         column = cfg.text_column or (entry.text_column if entry else "text")
         for split, columns in load_named(cfg.name).items():
-            if column not in columns:
-                raise PipelineError(f"dataset {cfg.name} ({split} split) has no text column {column!r}; its columns "
-                                    f"are {', '.join(columns)}; set dataset.text_column")
+            texts = _nonempty_texts(columns, column, f"dataset {cfg.name} ({split} split)")
             if split != "test":
-                splits[split] = [str(t) for t in columns[column] if t is not None and str(t).strip()]
+                splits[split] = texts
     else:
         for split in ("train", "validation"):
             path = getattr(cfg, f"{split}_file")
@@ -625,11 +624,14 @@ def load_text_corpus(cfg: Any, seed: int) -> Any:
 
 def _read_documents(path: Path, column: str) -> list[str]:
     if path.suffix == ".txt" or path.suffixes[-2:] == [".txt", ".gz"]:
-        if not path.exists():
-            raise PipelineError(f"data file {path} does not exist; check the path")
+        _check_file_exists(path)
         return documents_from_text(read_text(path))
-    columns = read_file(path)
+    return _nonempty_texts(read_file(path), column, str(path))
+
+
+def _nonempty_texts(columns: Columns, column: str, where: str) -> list[str]:
+    """The non-empty texts of ``column``, which must exist."""
     if column not in columns:
-        raise PipelineError(f"{path} has no text column {column!r}; its columns are {', '.join(columns)}; "
+        raise PipelineError(f"{where} has no text column {column!r}; its columns are {', '.join(map(str, columns))}; "
                             f"set dataset.text_column")
     return [str(t) for t in columns[column] if t is not None and str(t).strip()]

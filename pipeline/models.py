@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,6 @@ def converted_gguf(name: str, gguf: Path) -> Path:
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     model.save_pretrained(partial)
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(partial)
-    import shutil
-
     if (folder / "model.safetensors").exists():  # another process finished first
         shutil.rmtree(partial)
     else:
