@@ -63,6 +63,14 @@ def group_into_blocks(batch: dict[str, list], block_size: int) -> dict[str, list
     return {k: [v[i:i + block_size] for i in range(0, total, block_size)] for k, v in joined.items()}
 
 
+def require_blocks(splits: Any, block_size: int) -> None:
+    """Every split must hold at least one training example after grouping."""
+    for split, data in splits.items():
+        if len(data) == 0:
+            raise PipelineError(f"the {split} text is shorter than one block of {block_size} tokens; "
+                                f"lower lm.block_size or give more text")
+
+
 class MaskingCollator(DataCollatorForLanguageModeling):
     """Masks each training batch afresh (``mlm_probability``; of the chosen tokens 80% become [MASK],
     10% a random token, 10% stay). Evaluation examples arrive already masked (``premask``), so every

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, default_data_collator
 from pipeline.config import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.language_modeling import group_into_blocks, lm_metrics, scores_from_logits
+from pipeline.language_modeling import group_into_blocks, lm_metrics, require_blocks, scores_from_logits
 from pipeline.models import load_pretrained, load_tokenizer
 from pipeline.training import Task
 
@@ -51,10 +51,7 @@ def build(config: RunConfig) -> Task:
                          desc="tokenizing")
     blocks = encoded.map(partial(_blocks_with_labels, block_size=block), batched=True, batch_size=1000,
                          desc=f"grouping into blocks of {block}")
-    for split, data in blocks.items():
-        if len(data) == 0:
-            raise PipelineError(f"the {split} text is shorter than one block of {block} tokens; "
-                                f"lower lm.block_size or give more text")
+    require_blocks(blocks, block)
     print(f"data: {len(blocks['train']):,} training and {len(blocks['validation']):,} validation blocks of "
           f"{block} tokens")
     return Task(model=model, tokenizer=tokenizer, train_dataset=blocks["train"], eval_dataset=blocks["validation"],

@@ -21,7 +21,7 @@ from pipeline.config import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
 from pipeline.language_modeling import (MaskingCollator, group_into_blocks, lm_metrics, next_sentence_pairs, premask,
-                                        scores_from_logits)
+                                        require_blocks, scores_from_logits)
 from pipeline.models import load_pretrained, load_tokenizer
 from pipeline.training import Task
 
@@ -54,10 +54,7 @@ def build(config: RunConfig) -> Task:
                               desc=f"grouping into blocks of {block}")
         fields = ["labels"]
         model = load_pretrained(AutoModelForMaskedLM, config.model, config.trust_remote_code, config.allow_pickle)
-    for split, data in encoded.items():
-        if len(data) == 0:
-            raise PipelineError(f"the {split} text is shorter than one block of {block} tokens; "
-                                f"lower lm.block_size or give more text")
+    require_blocks(encoded, block)
     # With whole-word masking transformers replaces every chosen piece by [MASK] (no 10/10 split).
     collator = MaskingCollator(tokenizer, mlm_probability=lm.mlm_probability, whole_word_mask=lm.whole_word_mask,
                                mask_replace_prob=1.0 if lm.whole_word_mask else 0.8,
