@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.errors import PipelineError
+from pipeline.words import join_words, split_words
 
 
 def load_lexicon(path: str | Path) -> dict[str, list[str]]:
@@ -36,13 +37,15 @@ class Augmenter:
     """Makes augmented copies of a text; ``rng`` decides everything, so runs repeat exactly."""
 
     def __init__(self, deletion: float = 0.1, swap: float = 0.1, synonym: float = 0.0, insertion: float = 0.0,
-                 lexicon: dict[str, list[str]] | None = None, seed: int = 0):
+                 lexicon: dict[str, list[str]] | None = None, seed: int = 0,
+                 split: Callable[[str], list[str]] = str.split):
         self.deletion, self.swap, self.synonym, self.insertion = deletion, swap, synonym, insertion
         self.lexicon = lexicon or {}
         self.rng = random.Random(seed)
+        self.split = split  # text -> words: the model tokenizer's word splitting (a segmenter for Japanese)
 
     def __call__(self, text: str) -> str:
-        words = text.split()
+        words = self.split(text)
         if not words:
             return text
         n = len(words)
@@ -57,7 +60,7 @@ class Augmenter:
         if self.deletion and len(words) > 1:
             kept = [w for w in words if self.rng.random() >= self.deletion]
             words = kept or [self.rng.choice(words)]  # never return an empty text
-        return " ".join(words)
+        return join_words(words, text)
 
     def _replace_synonyms(self, words: list[str], count: int) -> list[str]:
         positions = [i for i, w in enumerate(words) if w.lower() in self.lexicon]
@@ -76,14 +79,16 @@ class Augmenter:
         return words
 
 
-def augment_split(split: Any, config: Any, seed: int, text_key: str = "text") -> Any:
-    """Return ``split`` (a datasets.Dataset) plus ``config.factor`` augmented copies of every row."""
+def augment_split(split: Any, config: Any, seed: int, tokenizer: Any = None, text_key: str = "text") -> Any:
+    """Return ``split`` (a datasets.Dataset) plus ``config.factor`` augmented copies of every row.
+    Words are split as ``tokenizer`` splits them (on spaces without one)."""
     if not config.factor:
         return split
     from datasets import concatenate_datasets
 
     lexicon = load_lexicon(config.lexicon) if config.lexicon else None
-    augmenter = Augmenter(config.deletion, config.swap, config.synonym, config.insertion, lexicon, seed)
+    split_text = (lambda text: [w for w, _, _ in split_words(tokenizer, text)]) if tokenizer is not None else str.split
+    augmenter = Augmenter(config.deletion, config.swap, config.synonym, config.insertion, lexicon, seed, split_text)
     copies = [split.map(lambda row: {text_key: augmenter(row[text_key])}, desc=f"augmenting ({k + 1}/{config.factor})",
                         load_from_cache_file=False)
               for k in range(config.factor)]

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", parents=[common], help="score a finished run on a split of its dataset")
     p.add_argument("run", help="a run folder (the output_dir of a training run)")
     p.add_argument("--split", default="validation", help="validation (default) or test")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    _add_load_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("predict", parents=[common], help="label texts with a finished run")
@@ -74,12 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(p)
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "entities": [...]}')
     p.add_argument("--batch-size", type=int, default=32)
+    _add_load_options(p)
     p.set_defaults(handler=cmd_ner)
 
     p = sub.add_parser("serve", parents=[common], help="serve a run over HTTP (POST /predict)")
     p.add_argument("run", help="a run folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /predict and /adapters "
+                                     "(default: $PIPELINE_API_KEY)")
+    p.add_argument("--max-queue", type=int, default=1024, help="texts waiting at most; more get HTTP 429")
     _add_engine_options(p)
     p.set_defaults(handler=cmd_serve)
 
@@ -87,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder")
     p.add_argument("out", help="a new folder for the model")
     p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base (required for LoRA runs)")
+    _add_trust_options(p)
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("push", parents=[common], help="upload a run (adapter or merged model) to the Hub")
@@ -95,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--merged", action="store_true", help="upload the LoRA adapter merged into its base")
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
+    _add_trust_options(p)
     p.set_defaults(handler=cmd_push)
 
     p = sub.add_parser("compare", parents=[common],
@@ -121,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lora-params", parents=[common], help="count LoRA parameters for a model, from its config")
     p.add_argument("--model", default="minilm", help="alias, Hub id (bert-base-uncased ships offline) or folder")
     p.add_argument("--r", type=int, default=8)
-    p.add_argument("--targets", default="query,value",
-                   help="comma-separated module names (output = the attention output projection)")
+    p.add_argument("--targets", help="comma-separated module names (output = the attention output projection; "
+                                     "default: the architecture's query/value projections)")
     p.set_defaults(handler=cmd_lora_params)
 
     p = sub.add_parser("fill-mask", parents=[common], help="predict the [MASK] tokens of a text")
@@ -130,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help='e.g. "The capital of France is [MASK]." (several masks allowed)')
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    _add_load_options(p)
     p.set_defaults(handler=cmd_fill_mask)
 
     p = sub.add_parser("generate", parents=[common], help="continue a prompt with a causal LM")
@@ -140,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--num-return-sequences", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    _add_load_options(p)
     p.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("inspect", parents=[common], help="show tokens, ids, hidden-state shapes and model sizes")
@@ -164,13 +173,45 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--use", help="the adapter to predict with (default: the run's own)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, help="truncate texts here (default: the run's max_length)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"),
-                   help="bf16 weights, or int8 dynamic quantization of Linear layers (CPU)")
+    _add_load_options(p)
 
 
-def load_engine(args: argparse.Namespace) -> Any:
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"),
+                   help="weights in fp32, bf16, or int8 dynamic quantization of Linear layers (CPU); "
+                        "default: bf16 on a bf16-capable GPU, else fp32")
+    _add_trust_options(p)
+
+
+def _add_trust_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run Python code that the model ships (never taken from a run folder's config)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load pickle weights (.bin), which can run code (never taken from a run folder's config)")
+
+
+def load_options(args: argparse.Namespace) -> Any:
+    from pipeline.inference import LoadOptions
+
+    return LoadOptions(device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", "fp32"),
+                       trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+
+
+def run_recipe(run: str, command: str) -> Any:
+    """The recipe of a finished run, after checking that it supports ``command``."""
+    from pipeline import runs
+    from pipeline.registry import get_recipe
+
+    recipe = get_recipe(runs.load_run_config(run).recipe)
+    recipe.require(command)
+    return recipe
+
+
+def load_engine(args: argparse.Namespace, command: str) -> Any:
     from pipeline.inference import TextClassifier
 
+    run_recipe(args.run, command)
     adapters = {}
     for item in args.adapter:
         name, sep, path = item.partition("=")
@@ -180,7 +221,7 @@ def load_engine(args: argparse.Namespace) -> Any:
     if args.batch_size <= 0:
         raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
     return TextClassifier.from_run(args.run, batch_size=args.batch_size, max_length=args.max_length,
-                                   adapters=adapters, precision=args.precision)
+                                   adapters=adapters, options=load_options(args))
 
 
 def _quiet_libraries() -> None:
@@ -204,13 +245,14 @@ def resolve_config_path(name: str) -> Path:
     path = Path(name)
     if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
         return path
-    from recipes import CONFIG_DIR
+    from pipeline.registry import config_dir
 
-    return CONFIG_DIR / f"{name}.yaml"
+    return config_dir() / f"{name}.yaml"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
+    from pipeline.registry import get_recipe
     from pipeline.training import train
 
     overrides = args.overrides + (["allow_pickle=true"] if args.allow_pickle else [])
@@ -219,16 +261,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.stdout = open(os.devnull, "w")
     if args.resume and args.overwrite:
         raise PipelineError("--resume and --overwrite contradict each other; choose one")
-    train(config, overwrite=args.overwrite, resume=args.resume)
+    train(config, get_recipe(config.recipe), overwrite=args.overwrite, resume=args.resume)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pipeline import runs
-    from recipes import get_recipe
-
-    config = runs.load_run_config(args.run)
-    get_recipe(config.recipe).evaluate_run(Path(args.run), args.split, batch_size=args.batch_size)
+    if args.batch_size <= 0:
+        raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
+    run_recipe(args.run, "evaluate").evaluate_run(Path(args.run), args.split, batch_size=args.batch_size,
+                                                  options=load_options(args))
     return 0
 
 
@@ -247,7 +288,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     first = next(texts, None)  # fail on a bad input file before loading the model or creating output
     if first is None:
         raise PipelineError(f"{args.file} holds no texts")
-    engine = load_engine(args)
+    engine = load_engine(args, "predict")
     with open_output(output) as out:
         count = predict_stream(engine, itertools.chain([first], texts), PredictionWriter(out, fmt, args.top_k),
                                top_k=args.top_k, adapter=args.use, progress=bool(args.file))
@@ -263,8 +304,9 @@ def cmd_ner(args: argparse.Namespace) -> int:
 
     if not args.text and not args.file:
         raise PipelineError("no texts to tag; give --text TEXT (repeatable) or --file FILE")
+    run_recipe(args.run, "ner")
     texts = iter_texts(Path(args.file), args.text_column) if args.file else iter(args.text)
-    tagger = TokenTagger.from_run(args.run, batch_size=args.batch_size)
+    tagger = TokenTagger.from_run(args.run, batch_size=args.batch_size, options=load_options(args))
     for chunk in chunks(texts, 1024):
         for text, entities in zip(chunk, tagger.entities(chunk)):
             if args.json:
@@ -278,25 +320,31 @@ def cmd_ner(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.serve import serve
 
-    serve(load_engine(args), args.host, args.port)
+    api_key = args.api_key or os.environ.get("PIPELINE_API_KEY") or None
+    serve(load_engine(args, "serve"), args.host, args.port, api_key=api_key, max_queue=args.max_queue)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pipeline import runs
-    from pipeline.inference import export_merged
+    from pipeline.inference import LoadOptions, export_merged
 
+    recipe = run_recipe(args.run, "export")
     if runs.is_adapter_run(args.run) and not args.merge:
         raise PipelineError(f"{args.run} holds an adapter, not a model; pass --merge to fold it into its base")
-    out = export_merged(args.run, args.out)
-    print(f"exported {args.run} to {out} (loads with AutoModelForSequenceClassification.from_pretrained)")
+    model_class = recipe.model_class(runs.load_run_config(args.run))
+    options = LoadOptions("cpu", "fp32", args.trust_remote_code, args.allow_pickle)
+    out = export_merged(args.run, args.out, model_class, options)
+    print(f"exported {args.run} to {out} (loads with {model_class.__name__}.from_pretrained)")
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     from pipeline.hub import push
+    from pipeline.inference import LoadOptions
 
-    push(args.run, args.repo_id, private=args.private, merged=args.merged, dry_run=args.dry_run)
+    push(args.run, args.repo_id, run_recipe(args.run, "push"), private=args.private, merged=args.merged,
+         dry_run=args.dry_run, options=LoadOptions("cpu", "fp32", args.trust_remote_code, args.allow_pickle))
     return 0
 
 
@@ -320,12 +368,18 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_lora_params(args: argparse.Namespace) -> int:
+    from pipeline.architectures import lora_targets
     from pipeline.planning import format_lora_count, load_model_config, lora_parameters, skeleton
 
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    model_config = load_model_config(args.model)
+    model = skeleton(model_config)
+    if args.targets is None:
+        targets = lora_targets(model_config.model_type, [n for n, _ in model.named_modules()])
+    else:
+        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if not targets:
         raise PipelineError("--targets is empty; name modules, e.g. query,value")
-    count = lora_parameters(skeleton(load_model_config(args.model)), args.r, targets)
+    count = lora_parameters(model, args.r, targets)
     print(format_lora_count(count, args.model))
     return 0
 
@@ -335,7 +389,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
 
     from pipeline.lm_tools import fill_mask
 
-    results = fill_mask(args.model, args.text, args.top_k)
+    results = fill_mask(args.model, args.text, args.top_k, load_options(args))
     if args.json:
         print(json.dumps(results))
         return 0
@@ -348,7 +402,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pipeline.lm_tools import generate
 
     texts = generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
-                     args.num_return_sequences, args.seed)
+                     args.num_return_sequences, args.seed, load_options(args))
     for number, text in enumerate(texts, 1):
         print(f"--- {number}\n{text}" if len(texts) > 1 else text)
     return 0
@@ -364,13 +418,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_recipes(args: argparse.Namespace) -> int:
     import yaml
 
-    from recipes import CONFIG_DIR, RECIPES
+    from pipeline.recipe import COMMANDS
+    from pipeline.registry import config_dir, get_recipe, recipe_names
 
-    for name, summary in RECIPES.items():
-        print(f"recipe  {name:28s} {summary}")
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+    for name in recipe_names():
+        recipe = get_recipe(name)
+        commands = ", ".join(c for c in COMMANDS if c in recipe.commands)
+        print(f"recipe  {name:28s} {recipe.summary} (commands: {commands})")
+    configs = config_dir()
+    for path in sorted(configs.glob("*.yaml")):
         data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
         data_name = (data.get("dataset") or {}).get("name", "files")
         print(f"config  {path.stem:28s} {data.get('recipe')}, {data.get('model', 'minilm')}, "
-              f"{data.get('method', 'lora')}, {data_name}  ({path.relative_to(CONFIG_DIR.parent.parent)})")
+              f"{data.get('method', 'lora')}, {data_name}  ({path.relative_to(configs.parent.parent)})")
     return 0

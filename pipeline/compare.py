@@ -24,15 +24,18 @@ RESULTS = ("comparison.json", "comparison.md", "comparison.png")
 
 def compare(config_path: str | Path, overrides: list[str], methods: list[str], out_dir: str | Path,
             overwrite: bool = False, keep_learning_rate: bool = False) -> list[dict[str, Any]]:
+    """Train the config once per method (each in its own process) and tabulate the measurements."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise PipelineError(f"--methods {','.join(unknown) or '(none)'}: choose from {', '.join(METHODS)}")
     data = apply_overrides(load_yaml(config_path), overrides)
     data.setdefault("output_dir", str(out_dir))
     base = validate(data)  # a bad key fails now, not after the first method has trained
-    from recipes import get_recipe
+    from pipeline.registry import get_recipe
 
-    metric = get_recipe(base.recipe).METRIC
+    recipe = get_recipe(base.recipe)
+    recipe.require("compare")
+    metric = recipe.metric
     out_dir = Path(out_dir)
     taken = [p.name for p in [out_dir / r for r in RESULTS] + [out_dir / m for m in methods] if p.exists()]
     if taken and not overwrite:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ class LoraConfig:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
+    # None: the architecture's attention query/value projections (pipeline.architectures), resolved
+    # when the run starts and recorded in run_config.yaml
+    target_modules: list[str] | None = None
 
 
 @dataclass
@@ -195,10 +198,34 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 
 def validate(data: dict[str, Any]) -> RunConfig:
+    refuse_secrets(data)
     config = _build(RunConfig, data, prefix="")
     config.training = _validate_training(config.training)
     _check_values(config)
     return config
+
+
+# Keys that name a credential, and values that look like a Hugging Face access token.
+_SECRET_KEY = re.compile(r"(^|_)(token|password|passwd|secret|api_?key|credentials?)$|password|secret", re.I)
+_SECRET_VALUE = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
+
+
+def refuse_secrets(data: Any, prefix: str = "") -> None:
+    """A config is saved in the run folder, its model card and the Hub: no credential may enter it.
+    The message never repeats the value."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{prefix}{key}"
+            if _SECRET_KEY.search(str(key)):
+                raise PipelineError(f"{where} would store a credential in the run folder and its model card; remove it "
+                                    f"and log in instead (`hf auth login`, or set HF_TOKEN in the environment)")
+            refuse_secrets(value, f"{where}.")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            refuse_secrets(value, f"{prefix.rstrip('.')}[{i}].")
+    elif isinstance(data, str) and _SECRET_VALUE.match(data.strip()):
+        raise PipelineError(f"{prefix.rstrip('.')} holds what looks like a Hugging Face access token, which would be "
+                            f"stored in the run folder; remove it and log in instead (`hf auth login` or HF_TOKEN)")
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -345,12 +372,9 @@ def _validate_training(training: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_values(config: RunConfig) -> None:
-    from recipes import RECIPES  # the registry of task recipes
+    from pipeline.registry import check_recipe_name
 
-    if config.recipe not in RECIPES:
-        close = difflib.get_close_matches(config.recipe, list(RECIPES), n=1)
-        hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(RECIPES)}"
-        raise PipelineError(f"recipe {config.recipe!r} is unknown; {hint}")
+    check_recipe_name(config.recipe)
     if config.method not in METHODS:
         raise PipelineError(f"method {config.method!r} is unknown; choose one of {', '.join(METHODS)}")
     data = config.dataset
@@ -375,8 +399,9 @@ def _check_values(config: RunConfig) -> None:
     _positive("lora.alpha", config.lora.alpha)
     if not 0 <= config.lora.dropout < 1:
         raise PipelineError(f"lora.dropout must be in [0, 1), got {config.lora.dropout}")
-    if not config.lora.target_modules:
-        raise PipelineError("lora.target_modules is empty; name the modules to adapt, e.g. [query, value]")
+    if config.lora.target_modules == []:
+        raise PipelineError("lora.target_modules is empty; name the modules to adapt, e.g. [query, value], "
+                            "or remove the key for the architecture's default")
     _positive("prompt.num_virtual_tokens", config.prompt.num_virtual_tokens)
     aug = config.augment
     if aug.factor < 0:

@@ -357,7 +357,7 @@ def _label_map(labels: dict[str, list[Any]], entry: NamedDataset | None, cfg: An
                             f"use all integers or all strings")
     kind = kinds.pop() if kinds else "str"
     if kind == "int":
-        values = sorted({int(str(l).strip()) for l in train})
+        values = sorted({int(float(str(l).strip())) for l in train})
         if values[0] < 0:
             raise PipelineError(f"{_where(cfg, 'train', source)} has negative label {values[0]}; "
                                 f"integer labels must be 0..N-1 (or use label names)")
@@ -386,7 +386,12 @@ def _label_kind(label: Any) -> str:
     if isinstance(label, float):
         return "int" if label.is_integer() else "float"
     text = str(label).strip()
-    return "int" if text.lstrip("-").isdigit() else "str"
+    if text.lstrip("-").isdigit():
+        return "int"
+    try:  # "1.0": pandas writes integer labels so when the column had a missing value
+        return "int" if float(text).is_integer() else "str"
+    except ValueError:
+        return "str"
 
 
 def limit_rows(dataset: Any, cfg: Any, seed: int) -> None:

@@ -11,24 +11,28 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from pipeline import runs
 from pipeline.errors import PipelineError
+from pipeline.inference import LoadOptions, export_merged
+from pipeline.model_card import model_card, public_config, public_name
 from pipeline.models import ALIASES
+from pipeline.recipe import Recipe
 
 # Run-folder files that describe the run and travel with the weights.
-EXTRAS = ("labels.json", "metrics.json", "run_config.yaml", "confusion_matrix.png", "confusion_matrix.txt",
+EXTRAS = ("labels.json", "metrics.json", "confusion_matrix.png", "confusion_matrix.txt",
           "training_curves.png", "entity_confusion.txt")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
-def stage(run_dir: Path, repo_id: str, merged: bool, into: Path) -> list[Path]:
+def stage(run_dir: Path, repo_id: str, recipe: Recipe, merged: bool, into: Path,
+          options: LoadOptions = LoadOptions(device="cpu", precision="fp32")) -> list[Path]:
     """Copy (or, with ``merged``, export) what goes to the Hub into ``into``; return the files."""
     config = runs.load_run_config(run_dir)
     adapter = runs.is_adapter_run(run_dir)
     if merged and adapter:
-        from pipeline.inference import export_merged
-
-        export_merged(run_dir, into)
+        export_merged(run_dir, into, recipe.model_class(config), options)
     else:
         weights = ["adapter_config.json", "adapter_model.safetensors"] if adapter else ["config.json", "model.safetensors"]
         for name in weights + list(TOKENIZER_FILES):
@@ -40,67 +44,27 @@ def stage(run_dir: Path, repo_id: str, merged: bool, into: Path) -> list[Path]:
     for name in EXTRAS:
         if (run_dir / name).exists() and not (into / name).exists():
             shutil.copy2(run_dir / name, into / name)
-    base_hub_id = ALIASES[config.model].hub_id if config.model in ALIASES else config.model
+    # The run's config as the card shows it: no local paths.
+    (into / runs.CONFIG_FILE).write_text(yaml.safe_dump(public_config(config), sort_keys=False), encoding="utf-8")
+    base_hub_id = ALIASES[config.model].hub_id if config.model in ALIASES else public_name(config.model)
     adapter_config = into / "adapter_config.json"
     if adapter_config.exists():  # point the adapter at the base model's Hub id, not a local folder
         data = json.loads(adapter_config.read_text())
         data["base_model_name_or_path"] = base_hub_id
         adapter_config.write_text(json.dumps(data, indent=2))
-    (into / "README.md").write_text(model_card(run_dir, repo_id, base_hub_id, merged or not adapter), encoding="utf-8")
+    card = model_card(run_dir, recipe, repo_id=repo_id, base_id=base_hub_id, merged=merged and adapter)
+    (into / "README.md").write_text(card, encoding="utf-8")
     return sorted(p for p in into.iterdir() if p.is_file())
 
 
-def model_card(run_dir: Path, repo_id: str, base_hub_id: str, full_model: bool) -> str:
-    config = runs.load_run_config(run_dir)
-    metrics = runs.load_metrics(run_dir)
-    rows = runs.metrics_rows(metrics)
-    auto = "AutoModelForTokenClassification" if config.recipe == "token_classification" \
-        else "AutoModelForSequenceClassification"
-    if full_model:
-        usage = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{repo_id}\")"
-    else:
-        usage = (f"from peft import AutoPeft{auto[4:]}\n"
-                 f"model = AutoPeft{auto[4:]}.from_pretrained(\"{repo_id}\")  # loads {base_hub_id}, adds the adapter")
-    params = metrics.get("parameters", {})
-    figure = "\n![confusion matrix](confusion_matrix.png)\n" if (run_dir / "confusion_matrix.png").exists() else ""
-    return f"""---
-base_model: {base_hub_id}
-library_name: {'transformers' if full_model else 'peft'}
-tags: [{config.recipe}, {config.method}, finetune-pipeline]
----
-# {repo_id}
-
-`{base_hub_id}` fine-tuned for `{config.recipe}` with method `{config.method}` on
-`{config.dataset.name or Path(config.dataset.train_file or '').name}`
-({'merged into the base model' if full_model and config.method not in ('full', 'head') else 'as trained'}).
-Trainable parameters in training: {params.get('trainable', 0):,} of {params.get('total', 0):,} ({params.get('percent', 0):.2f}%).
-
-## Metrics
-| split | metric | value |
-|---|---|---|
-{chr(10).join(rows)}
-{figure}
-## Usage
-```python
-from transformers import AutoTokenizer
-{usage}
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
-```
-
-## Training config
-```yaml
-{(run_dir / runs.CONFIG_FILE).read_text()}```
-"""
-
-
-def push(run_dir: str | Path, repo_id: str, private: bool = False, merged: bool = False,
-         dry_run: bool = False) -> list[str]:
+def push(run_dir: str | Path, repo_id: str, recipe: Recipe, private: bool = False, merged: bool = False,
+         dry_run: bool = False, options: LoadOptions = LoadOptions(device="cpu", precision="fp32")) -> list[str]:
     """Upload a run; with ``dry_run`` only list what would go. Returns the uploaded file names."""
     run_dir = Path(run_dir)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PipelineError(f"--repo-id {repo_id!r} is not USER/NAME")
     with tempfile.TemporaryDirectory() as tmp:
-        files = stage(run_dir, repo_id, merged, Path(tmp))
+        files = stage(run_dir, repo_id, recipe, merged, Path(tmp), options)
         names = [p.name for p in files]
         for p in files:
             print(f"{'would upload' if dry_run else 'uploading'} {p.name} ({p.stat().st_size:,} bytes)")

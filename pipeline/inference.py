@@ -24,9 +24,50 @@ import torch
 from pipeline import runs
 from pipeline.data import iter_jsonl
 from pipeline.errors import PipelineError
-from pipeline.models import load_pretrained, resolve_model
+from pipeline.models import load_pretrained, load_tokenizer, resolve_model
+from pipeline.words import encode_words, split_words
 
 PRECISIONS = ("fp32", "bf16", "int8")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a finished run is loaded. A run folder is data: running code from it (``trust_remote_code``)
+    or unpickling its weights (``allow_pickle``) takes the caller's flag, never the run's own config."""
+    device: str = "auto"  # auto: a GPU when there is one
+    precision: str | None = None  # None: bf16 on a bf16-capable GPU, else fp32
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` takes a CUDA GPU, else Apple's MPS, else the CPU; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise PipelineError(f"--device {name!r} is not a device; use {DEVICE_CHOICES}")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            found = f"{count} CUDA GPU(s)" if count else "no CUDA GPU (or a CPU-only torch build)"
+            raise PipelineError(f"--device {name}: this machine has {found}; use --device auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise PipelineError("--device mps: Apple's MPS backend is not available here; use --device auto or cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    if precision is None:
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision not in PRECISIONS:
+        raise PipelineError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and device.type != "cpu":
+        raise PipelineError(f"--precision int8 (dynamic quantization) runs on the CPU only; use bf16 on {device}")
+    return precision
 
 
 @dataclass
@@ -41,11 +82,12 @@ class TextClassifier:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, batch_size: int = 64, max_length: int | None = None,
-                 adapters: dict[str, str | Path] | None = None, precision: str = "fp32") -> "TextClassifier":
+                 adapters: dict[str, str | Path] | None = None,
+                 options: LoadOptions = LoadOptions()) -> "TextClassifier":
         """Load a finished classification run (see ``load_run_model``)."""
         from transformers import AutoModelForSequenceClassification
 
-        loaded = load_run_model(run_dir, AutoModelForSequenceClassification, adapters, precision)
+        loaded = load_run_model(run_dir, AutoModelForSequenceClassification, adapters, options)
         model = loaded.model if loaded.adapters else first_token_last_layer(loaded.model)
         return cls(model, loaded.tokenizer, loaded.label_names,
                    max_length or loaded.config.dataset.max_length, batch_size, loaded.adapters)
@@ -91,21 +133,21 @@ class TextClassifier:
         self.model.set_adapter(adapter)
 
 
-def export_merged(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Save a run as a plain transformers model (a LoRA adapter merged into its base)."""
+def export_merged(run_dir: str | Path, out_dir: str | Path, model_class: Any,
+                  options: LoadOptions = LoadOptions(device="cpu", precision="fp32")) -> Path:
+    """Save a run as a plain transformers model of ``model_class`` (an adapter merged into its base)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PipelineError(f"export folder {out_dir} is not empty; choose a new folder")
-    from transformers import AutoModelForSequenceClassification
-
-    classifier = load_run_model(run_dir, AutoModelForSequenceClassification)  # merges a single adapter
-    if classifier.adapters:
-        raise PipelineError(f"run {run_dir} uses {runs.load_run_config(run_dir).method} tuning, whose virtual tokens "
+    loaded = load_run_model(run_dir, model_class, options=options)  # merges a single adapter
+    if loaded.adapters:
+        raise PipelineError(f"run {run_dir} uses {loaded.config.method} tuning, whose virtual tokens "
                             f"are inputs, not weights: it cannot merge into a plain model; keep the adapter")
     out_dir.mkdir(parents=True, exist_ok=True)
-    classifier.model.save_pretrained(out_dir)
-    classifier.tokenizer.save_pretrained(out_dir)
-    runs.save_labels(out_dir, classifier.label_names)
+    loaded.model.save_pretrained(out_dir)
+    loaded.tokenizer.save_pretrained(out_dir)
+    if loaded.label_names:
+        runs.save_labels(out_dir, loaded.label_names)
     return out_dir
 
 
@@ -119,26 +161,25 @@ class LoadedRun:
 
 
 def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str | Path] | None = None,
-                   precision: str = "fp32") -> LoadedRun:
-    """Load a finished run: a full model, or the base model plus the run's LoRA adapter.
+                   options: LoadOptions = LoadOptions()) -> LoadedRun:
+    """Load a finished run: a full model, or the base model plus the run's adapter, on
+    ``options.device`` at ``options.precision``.
 
     ``adapters`` adds more LoRA runs of the same base (name -> run folder); the run's own adapter
     is then called ``default``. With no extra adapters a LoRA adapter is merged into the base,
     which gives the same predictions at plain-model speed.
     """
-    from transformers import AutoTokenizer
-
     run_dir = Path(run_dir)
     config = runs.load_run_config(run_dir)
     label_names = runs.load_labels(run_dir)
-    if precision not in PRECISIONS:
-        raise PipelineError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
-    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
+    tokenizer = load_tokenizer(str(run_dir), options.trust_remote_code)
     names: list[str] = []
     if runs.is_adapter_run(run_dir):
         from peft import PeftModel
 
-        base = load_pretrained(auto_class, config.model, config.trust_remote_code, config.allow_pickle,
+        base = load_pretrained(auto_class, config.model, options.trust_remote_code, options.allow_pickle,
                                **label_kwargs(label_names))
         _check_adapter_files(run_dir)
         with warnings.catch_warnings():  # AdaLoRA's saved rank pattern names its own tensors, which peft
@@ -154,13 +195,14 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     else:
         if adapters:
             raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a full model")
-        if not (run_dir / "model.safetensors").exists():
+        if not (run_dir / "config.json").exists():
             raise PipelineError(f"run folder {run_dir} has neither a model nor an adapter; "
                                 f"the run did not finish, retrain or resume it")
-        model = auto_class.from_pretrained(run_dir)
+        model = load_pretrained(auto_class, str(run_dir), options.trust_remote_code, options.allow_pickle)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedRun(with_precision(model.eval(), precision), tokenizer, label_names, config, names)
+    model = with_precision(model.eval(), precision).to(device)
+    return LoadedRun(model, tokenizer, label_names, config, names)
 
 
 class FirstTokenLayer(torch.nn.Module):
@@ -374,9 +416,6 @@ def open_output(path: Path | None) -> ContextManager[TextIO]:
 # --------------------------------------------------------------------------------------------
 # Token classification: word tags and entity spans
 
-WORD = re.compile(r"\w+|[^\w\s]")  # BERT-style basic tokenization: words and single punctuation marks
-
-
 @dataclass
 class TokenTagger:
     model: torch.nn.Module
@@ -388,10 +427,10 @@ class TokenTagger:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, batch_size: int = 32, max_length: int | None = None,
-                 precision: str = "fp32") -> "TokenTagger":
+                 options: LoadOptions = LoadOptions()) -> "TokenTagger":
         from transformers import AutoModelForTokenClassification
 
-        loaded = load_run_model(run_dir, AutoModelForTokenClassification, None, precision)
+        loaded = load_run_model(run_dir, AutoModelForTokenClassification, None, options)
         return cls(loaded.model, loaded.tokenizer, loaded.label_names,
                    max_length or loaded.config.dataset.max_length, batch_size, loaded.adapters)
 
@@ -406,14 +445,14 @@ class TokenTagger:
         with torch.inference_mode():
             for start in range(0, len(sentences), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                batch = self.tokenizer([list(sentences[i]) for i in idx], is_split_into_words=True, truncation=True,
-                                       max_length=self.max_length, padding=True, return_tensors="pt")
+                features, word_ids = encode_words(self.tokenizer, [sentences[i] for i in idx], self.max_length)
+                batch = self.tokenizer.pad(features, return_tensors="pt")
                 probs = torch.softmax(self.model(**batch.to(device)).logits.float(), dim=-1).cpu()
                 best, ids = probs.max(-1)
                 for row, i in enumerate(idx):
                     words = len(sentences[i])
                     first: dict[int, int] = {}
-                    for position, word in enumerate(batch.word_ids(row)):
+                    for position, word in enumerate(word_ids[row]):
                         if word is not None and word not in first:
                             first[word] = position
                     truncated += len(first) < words
@@ -423,9 +462,10 @@ class TokenTagger:
 
     def entities(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:
         """Entities per text: ``{"entity", "text", "start", "end", "score"}`` with character offsets
-        into the text (``text[start:end] == entity text``), words merged into spans."""
+        into the text (``text[start:end] == entity text``), words merged into spans. Words come from
+        the model's own tokenizer (its segmenter for Japanese), not from spaces."""
         texts = check_texts(texts)
-        words = [[(m.group(), m.start(), m.end()) for m in WORD.finditer(t)] for t in texts]
+        words = [split_words(self.tokenizer, t) for t in texts]
         tags, scores, _ = self.tag_words([[w for w, _, _ in ws] for ws in words])
         from pipeline.metrics import entity_spans
 

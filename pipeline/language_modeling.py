@@ -138,3 +138,46 @@ def lm_metrics(eval_pred: Any, causal: bool) -> dict[str, float]:
     if len(preds) > 3 and nsp_labels is not None:
         metrics["nsp_accuracy"] = float((np.asarray(preds[3]) == np.asarray(nsp_labels)).mean())
     return metrics
+
+
+def lm_scores(model: Any, dataset: Any, collator: Any, causal: bool, batch_size: int = 32) -> dict[str, float]:
+    """Validation scores of a language model, batch by batch in fp32 on the model's device: ``loss``
+    (mean negative log-likelihood of the scored tokens), ``accuracy`` and ``perplexity`` (exp of the
+    loss), and ``nsp_accuracy`` for a model with a next-sentence head. The end of training and
+    ``pipeline evaluate`` both score through here, so their numbers agree exactly."""
+    device = next(model.parameters()).device
+    nll, correct, scored, nsp_right, nsp_total = 0.0, 0, 0, 0, 0
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            labels = batch.pop("labels")
+            nsp_labels = batch.pop("next_sentence_label", None)
+            out = model(**{k: v.to(device) for k, v in batch.items()})
+            logits = out.logits if "logits" in out else out.prediction_logits
+            nsp = out.get("seq_relationship_logits")
+            predicted, summed, count = scores_from_logits(logits, labels.to(device), causal)[:3]
+            kept = (labels[:, 1:] if causal else labels).to(device)
+            correct += int(((predicted == kept) & (kept != -100)).sum())
+            nll += float(summed.sum())
+            scored += int(count.sum())
+            if nsp is not None and nsp_labels is not None:
+                nsp_right += int((nsp.argmax(-1).cpu() == nsp_labels).sum())
+                nsp_total += len(nsp_labels)
+    model.train(was_training)
+    loss = nll / max(scored, 1)
+    scores = {"loss": round(loss, 6), "accuracy": round(correct / max(scored, 1), 6),
+              "perplexity": round(math.exp(min(loss, 50.0)), 6)}
+    if nsp_total:
+        scores["nsp_accuracy"] = round(nsp_right / nsp_total, 6)
+    return scores
+
+
+def record_lm_scores(scores: dict[str, float], run_dir: Any, split: str) -> dict[str, float]:
+    from pipeline import runs
+
+    runs.save_metrics(run_dir, {split: scores})
+    runs.record_outputs(run_dir, [runs.METRICS_FILE])
+    print(f"{split}: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return scores

@@ -13,33 +13,37 @@ import torch
 from pipeline.errors import PipelineError
 
 
-def load(name: str, auto_class: Any) -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode, from an alias, Hub id, folder or run folder."""
+def load(name: str, auto_class: Any, command: str, options: Any = None) -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on ``options.device``, from an alias, Hub id, folder or run
+    folder (whose recipe must support ``command``)."""
     from pipeline import runs
-    from pipeline.inference import load_run_model
+    from pipeline.inference import LoadOptions, load_run_model, resolve_device, resolve_precision, with_precision
     from pipeline.models import load_pretrained, load_tokenizer
+    from pipeline.registry import get_recipe
 
+    options = options or LoadOptions()
     if (Path(name) / runs.CONFIG_FILE).exists():
-        loaded = load_run_model(name, auto_class)
-        model, tokenizer = loaded.model, loaded.tokenizer
-    else:
-        tokenizer = load_tokenizer(name)
-        model = load_pretrained(auto_class, name)
-    return model.eval(), tokenizer
+        get_recipe(runs.load_run_config(name).recipe).require(command)
+        loaded = load_run_model(name, auto_class, options=options)
+        return loaded.model, loaded.tokenizer
+    device = resolve_device(options.device)
+    tokenizer = load_tokenizer(name, options.trust_remote_code)
+    model = load_pretrained(auto_class, name, options.trust_remote_code, options.allow_pickle)
+    return with_precision(model.eval(), resolve_precision(options.precision, device)).to(device), tokenizer
 
 
-def fill_mask(name: str, text: str, top_k: int = 5) -> list[list[dict[str, Any]]]:
+def fill_mask(name: str, text: str, top_k: int = 5, options: Any = None) -> list[list[dict[str, Any]]]:
     """For each mask in ``text`` (written ``[MASK]`` or as the model's own mask token), the ``top_k``
     tokens with their probabilities; several masks are predicted jointly in one pass."""
     from transformers import AutoModelForMaskedLM
 
     if top_k <= 0:
         raise PipelineError(f"--top-k must be positive, got {top_k}")
-    model, tokenizer = load(name, AutoModelForMaskedLM)
+    model, tokenizer = load(name, AutoModelForMaskedLM, "fill-mask", options)
     if tokenizer.mask_token is None:
         raise PipelineError(f"model {name!r} has no mask token; fill-mask needs a masked LM such as bert-tiny-mlm")
     text = text.replace("[MASK]", tokenizer.mask_token)
-    encoded = tokenizer(text, return_tensors="pt", truncation=True)
+    encoded = tokenizer(text, return_tensors="pt", truncation=True).to(model.device)
     positions = (encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
     if not positions:
         raise PipelineError(f"the text has no mask; write [MASK] where a word should be predicted, "
@@ -55,7 +59,7 @@ def fill_mask(name: str, text: str, top_k: int = 5) -> list[list[dict[str, Any]]
 
 
 def generate(name: str, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_p: float = 0.95,
-             num_return_sequences: int = 1, seed: int = 0) -> list[str]:
+             num_return_sequences: int = 1, seed: int = 0, options: Any = None) -> list[str]:
     """Sampled continuations of ``prompt`` (greedy when ``temperature`` is 0), reproducible by ``seed``."""
     from transformers import AutoModelForCausalLM
 
@@ -65,8 +69,8 @@ def generate(name: str, prompt: str, max_new_tokens: int = 50, temperature: floa
         raise PipelineError(f"--temperature must be >= 0 and --top-p in (0, 1]; got {temperature} and {top_p}")
     if not prompt.strip():
         raise PipelineError("the prompt is empty; give the text to continue")
-    model, tokenizer = load(name, AutoModelForCausalLM)
-    encoded = tokenizer(prompt, return_tensors="pt")
+    model, tokenizer = load(name, AutoModelForCausalLM, "generate", options)
+    encoded = tokenizer(prompt, return_tensors="pt").to(model.device)
     sample = temperature > 0
     torch.manual_seed(seed)
     with torch.inference_mode():
@@ -83,7 +87,9 @@ def inspect(name: str, text: str) -> str:
     """What a model does with a text: tokens, ids, attention mask, hidden-state shapes, and its sizes."""
     from transformers import AutoModel
 
-    model, tokenizer = load(name, AutoModel)
+    from pipeline.inference import LoadOptions
+
+    model, tokenizer = load(name, AutoModel, "inspect", LoadOptions(device="cpu", precision="fp32"))
     encoded = tokenizer(text, return_tensors="pt")
     with torch.inference_mode():
         out = model(**encoded, output_hidden_states=True)

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from pipeline.architectures import (head_modules, head_parameters_to_save, ia3_targets, lora_targets,
+                                    model_type_of)
 from pipeline.errors import PipelineError
 
 # Learning rates that work for each method when the user sets none: full fine-tuning moves
@@ -39,27 +41,47 @@ def expand_target_aliases(module_names: list[str], targets: list[str]) -> list[s
             else t for t in targets]
 
 
-def apply_method(model: torch.nn.Module, config: Any, task_type: str,
-                 head_modules: tuple[str, ...] = ()) -> torch.nn.Module:
-    """Prepare ``model`` for ``config.method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``.
-    ``head_modules`` are parts of the task head that live inside the base model (BERT's pooler):
-    the peft methods train and save them in full, like the fresh classifier peft already keeps."""
+LORA_FAMILY = ("lora", "dora", "adalora")
+
+
+def resolve_lora_targets(config: Any) -> None:
+    """Fill ``lora.target_modules`` with the architecture's query/value projections when the user set
+    none, so that run_config.yaml records what was adapted and a resume compares like with like."""
+    if config.method not in LORA_FAMILY or config.lora.target_modules:
+        return
+    from pipeline.architectures import LORA_TARGETS, lora_targets
+    from pipeline.models import load_model_config, skeleton
+
+    from_scratch = config.recipe == "causal_lm" and config.lm.from_scratch
+    model_type = "gpt2" if from_scratch else load_model_config(config.model).model_type
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+
+    names = None
+    if model_type not in LORA_TARGETS and model_type not in PEFT_TARGETS:  # recognise it by its layer names
+        names = [n for n, _ in skeleton(load_model_config(config.model)).named_modules()]
+    config.lora.target_modules = lora_targets(model_type, names)
+
+
+def apply_method(model: torch.nn.Module, config: Any, task_type: str | None) -> torch.nn.Module:
+    """Prepare ``model`` for ``config.method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``
+    (None: peft's generic wrapper). The task head (``architectures.head_modules``) trains in full
+    under every method but prompt tuning: a fresh classifier must learn, and BERT's pooler feeds it."""
     method = config.method
     if method == "full":
         return model
     if method == "head":
-        base = getattr(model, "base_model", None)
-        if base is None or base is model:
+        heads = head_modules(model)
+        if not heads:
             raise PipelineError(f"method head needs a model with a separate task head; "
                                 f"{type(model).__name__} has none, use method full or lora")
-        for name, param in base.named_parameters():  # the encoder freezes; its head parts (pooler) train
-            param.requires_grad = any(name == h or name.startswith(h + ".") for h in head_modules)
+        for name, param in model.named_parameters():  # the encoder freezes; the head (and pooler) trains
+            param.requires_grad = any(name.startswith(h + ".") for h in heads)
         return model
     if method not in PEFT_METHODS:
         raise PipelineError(f"method {method!r} is unknown; choose full, head or one of {', '.join(PEFT_METHODS)}")
     from peft import get_peft_model
 
-    peft_config = _peft_config(model, config, task_type, head_modules)
+    peft_config = _peft_config(model, config, task_type)
     try:
         return get_peft_model(model, peft_config)
     except ValueError as exc:  # peft's own refusals, e.g. prefix tuning on a model without a KV cache
@@ -68,7 +90,7 @@ def apply_method(model: torch.nn.Module, config: Any, task_type: str,
                             f"choose another method (lora works on every model)") from None
 
 
-def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modules: tuple[str, ...]) -> Any:
+def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None) -> Any:
     import peft
 
     method, lora = config.method, config.lora
@@ -92,23 +114,24 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str, head_modul
                                 f"tuning runs with the causal_lm recipe only; choose prompt or lora here")
         cls = peft.PromptTuningConfig if method == "prompt" else peft.PrefixTuningConfig
         return cls(task_type=task, num_virtual_tokens=config.prompt.num_virtual_tokens)
-    # Head modules are saved through their linear layers ("pooler" -> "pooler.dense"): peft's
-    # merge of IA3 expects every module it saves in full to have a weight.
-    extra = sorted({n[n.index(h):] for h in head_modules for n in names
-                    if ("." + h + ".") in "." + n and isinstance(model.get_submodule(n), torch.nn.Linear)})
+    extra = head_parameters_to_save(model)
     if method == "ia3":
-        # peft knows each architecture's key/value/feed-forward layers; the head trains in full.
-        return peft.IA3Config(task_type=task, modules_to_save=extra or None)
+        ours = ia3_targets(model_type_of(model))  # else peft knows the architecture's layers
+        targets = dict(target_modules=ours[0], feedforward_modules=ours[1]) if ours else {}
+        return peft.IA3Config(task_type=task, modules_to_save=extra or None, **targets)
+    if not lora.target_modules:  # set by resolve_lora_targets for a run; here for direct callers
+        lora.target_modules = lora_targets(model_type_of(model), names)
     targets = expand_target_aliases(names, list(lora.target_modules))
     missing = [m for m in targets if not matches(m)]
     if missing:
         linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
                          if isinstance(mod, torch.nn.Linear)})
         raise PipelineError(f"lora.target_modules {missing} are not modules of {type(model).__name__}; "
-                            f"its linear layers are named {', '.join(linear)}")
+                            f"its linear layers are named {', '.join(linear)} (or leave lora.target_modules "
+                            f"unset for the architecture's query/value projections)")
     adapted = {n for m in targets for n in matches(m)}
     # A head module that LoRA already adapts (target "dense" reaches the pooler) is not also trained in full.
-    extra = [h for h in extra if not any(n.endswith("." + h) for n in adapted)]
+    extra = [h for h in extra if h not in adapted]
     common = dict(task_type=task, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                   target_modules=targets, modules_to_save=extra or None)
     if method == "adalora":

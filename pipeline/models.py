@@ -6,6 +6,7 @@ something ``from_pretrained`` accepts, and checks local folders before a library
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -107,10 +108,47 @@ def hub_error(name: str, exc: Exception) -> PipelineError:
                          f"offline, use an alias ({', '.join(ALIASES)}) or a local folder")
 
 
+# Configs of common Hub models, so that planning works offline for them (bert-base-uncased, bert-large-uncased).
+SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
+
+
+def load_model_config(name: str) -> Any:
+    """A transformers config for an alias, a local folder, a shipped config (bert-base-uncased,
+    bert-large-uncased) or, online, any Hub id."""
+    from transformers import AutoConfig
+
+    shipped = SHIPPED_CONFIGS / f"{name.removeprefix('google-bert/')}.json"
+    if name not in ALIASES and not Path(name).expanduser().exists() and shipped.exists():
+        data = json.loads(shipped.read_text())
+        return AutoConfig.for_model(**data)
+    try:
+        return AutoConfig.from_pretrained(resolve_model(name))
+    except (OSError, ValueError) as exc:
+        offline = ", ".join([*ALIASES, *sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))])
+        raise PipelineError(f"no config for model {name!r} ({str(exc).splitlines()[0][:120]}); offline, use one of "
+                            f"{offline} or a local folder") from None
+
+
+def skeleton(config: Any) -> torch.nn.Module:
+    """The base model of ``config`` with every tensor on the meta device: real shapes, no memory."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        return AutoModel.from_config(config)
+
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+# Word segmenters that tokenizers import on load, and the extra that installs them.
+SEGMENTER_EXTRAS = {"fugashi": "ja", "unidic_lite": "ja", "unidic": "ja", "ipadic": "ja", "sudachipy": "ja",
+                    "rhoknp": "ja"}
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, **kwargs: Any) -> Any:
+    """The tokenizer of an alias, Hub id or folder. ``kwargs`` go to ``from_pretrained`` (e.g.
+    ``add_prefix_space`` for byte-level BPE tokenizers given words)."""
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
@@ -120,9 +158,22 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
         raise PipelineError(f"model folder {local} has no tokenizer files; save one there with "
                             f"tokenizer.save_pretrained(...)")
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    except ImportError as exc:  # a word segmenter (Japanese BERTs: MeCab through fugashi + unidic-lite)
+        missing = next((m for m in SEGMENTER_EXTRAS if m in str(exc).lower().replace("-", "_")), None)
+        if missing is None:
+            raise
+        raise PipelineError(f"model {name!r} splits words with {missing}, which is not installed; install it with: "
+                            f"pip install 'finetune-pipeline[{SEGMENTER_EXTRAS[missing]}]'") from None
     except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise remote_code_error(name) from None
         raise hub_error(name, exc) from None
+
+
+def remote_code_error(name: str) -> PipelineError:
+    return PipelineError(f"model {name!r} needs its own Python code; allow it only if you trust its source: "
+                         f"trust_remote_code: true in a training config, --trust-remote-code on a command")
 
 
 def load_pretrained(auto_class: Any, name: str, trust_remote_code: bool = False, allow_pickle: bool = False,
@@ -144,8 +195,7 @@ def load_pretrained(auto_class: Any, name: str, trust_remote_code: bool = False,
             raise PipelineError(f"model {name!r} cannot be used with {auto_class.__name__}: its architecture has no "
                                 f"such head; pick an encoder such as minilm") from None
         if "trust_remote_code" in str(exc):
-            raise PipelineError(f"model {name!r} needs its own Python code; set trust_remote_code: true in the "
-                                f"config only if you trust its source") from None
+            raise remote_code_error(name) from None
         raise hub_error(name, exc) from None
     except OSError as exc:
         raise hub_error(name, exc) from None

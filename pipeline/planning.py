@@ -5,47 +5,18 @@ the package so that ``bert-base-uncased`` works offline too.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.errors import PipelineError
 from pipeline.methods import expand_target_aliases
+from pipeline.models import SHIPPED_CONFIGS, load_model_config, skeleton
 
-SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
 GiB = 2**30
 DISPLAY = {"full": "full fine-tuning", "head": "head-only training", "lora": "LoRA", "ia3": "IA3", "prompt": "prompt tuning"}
-
-
-def load_model_config(name: str) -> Any:
-    """A transformers config for an alias, a local folder, a shipped config (bert-base-uncased,
-    bert-large-uncased) or, online, any Hub id."""
-    from transformers import AutoConfig
-
-    from pipeline.models import ALIASES, resolve_model
-
-    shipped = SHIPPED_CONFIGS / f"{name.removeprefix('google-bert/')}.json"
-    if name not in ALIASES and not Path(name).expanduser().exists() and shipped.exists():
-        data = json.loads(shipped.read_text())
-        return AutoConfig.for_model(**data)
-    try:
-        return AutoConfig.from_pretrained(resolve_model(name))
-    except (OSError, ValueError) as exc:
-        offline = ", ".join([*ALIASES, *sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))])
-        raise PipelineError(f"no config for model {name!r} ({str(exc).splitlines()[0][:120]}); offline, use one of "
-                            f"{offline} or a local folder") from None
-
-
-def skeleton(config: Any) -> torch.nn.Module:
-    """The base model of ``config`` with every tensor on the meta device: real shapes, no memory."""
-    from transformers import AutoModel
-
-    with torch.device("meta"):
-        return AutoModel.from_config(config)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,14 @@ LABELS_FILE = "labels.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+MANIFEST = ".pipeline-files.json"  # what the pipeline wrote here: all that --overwrite may remove
+# Written while training runs, before the end-of-run manifest exists: a crashed run's leftovers are ours too.
+WRITTEN_DURING_TRAINING = (CONFIG_FILE, LOG_FILE, METRICS_FILE, CHECKPOINTS, "tensorboard")
+# What runs wrote before the manifest existed (a run folder from an older version).
+LEGACY_OUTPUTS = re.compile(r"labels\.json|README\.md|metrics\.csv|training_curves\.png|(adapter_)?config\.json|"
+                            r"(adapter_)?model\.safetensors|tokenizer(_config)?\.json|special_tokens_map\.json|"
+                            r"vocab\.(txt|json)|merges\.txt|generation_config\.json|"
+                            r"(confusion_matrix|entity_confusion)(_\w+)?\.(txt|png)")
 
 
 def check_output_dir(config: RunConfig, overwrite: bool) -> Path:
@@ -45,10 +54,20 @@ def check_output_dir(config: RunConfig, overwrite: bool) -> Path:
 
 
 def prepare(config: RunConfig, overwrite: bool) -> Path:
-    """Create the run folder (after ``check_output_dir``) and save the resolved config in it."""
+    """Create the run folder (after ``check_output_dir``) and save the resolved config in it. With
+    ``overwrite``, a previous run's files go, and only those: whatever else the folder holds stays."""
     run_dir = check_output_dir(config, overwrite)
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        shutil.rmtree(run_dir)  # a previous run, replaced on request (--overwrite)
+    if run_dir.is_dir():
+        for name in _manifest(run_dir)["files"]:
+            path = run_dir / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        (run_dir / MANIFEST).unlink(missing_ok=True)
+        kept = sorted(p.name for p in run_dir.iterdir())
+        if kept:
+            print(f"run folder: kept {len(kept)} file(s) the pipeline did not write: {', '.join(kept[:5])}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -56,8 +75,40 @@ def prepare(config: RunConfig, overwrite: bool) -> Path:
         probe.unlink()
     except OSError as exc:
         raise PipelineError(f"cannot write to output_dir {run_dir} ({exc.strerror}); choose a writable folder") from None
-    save_config(config, run_dir / CONFIG_FILE)
+    foreign = sorted(p.name for p in run_dir.iterdir())  # files of the user's, kept by --overwrite
+    _write_manifest(run_dir, {"files": list(WRITTEN_DURING_TRAINING), "foreign": foreign})
+    save_run_config(config, run_dir)
     return run_dir
+
+
+def save_run_config(config: RunConfig, run_dir: Path) -> None:
+    save_config(config, run_dir / CONFIG_FILE)
+
+
+def record_outputs(run_dir: Path, names: list[str] | None = None) -> None:
+    """Add ``names`` to the manifest; without names (the end of training), everything in the folder
+    but the files that were there before the run."""
+    manifest = _manifest(run_dir)
+    if names is None:
+        names = [p.name for p in run_dir.iterdir() if p.name != MANIFEST and p.name not in manifest["foreign"]]
+    manifest["files"] = sorted(set(names) | set(manifest["files"]))
+    _write_manifest(run_dir, manifest)
+
+
+def _manifest(run_dir: Path) -> dict[str, list[str]]:
+    """The manifest, or for a run folder from before manifests, the names a run writes."""
+    path = run_dir / MANIFEST
+    if path.exists():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        # names only, never a path out of the folder, whatever the file says
+        return {key: [n for n in data.get(key, []) if n and "/" not in n and n not in (".", "..")]
+                for key in ("files", "foreign")}
+    return {"files": [p.name for p in run_dir.iterdir() if p.name in WRITTEN_DURING_TRAINING
+                      or LEGACY_OUTPUTS.fullmatch(p.name)], "foreign": []}
+
+
+def _write_manifest(run_dir: Path, manifest: dict[str, list[str]]) -> None:
+    (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
@@ -153,52 +204,3 @@ def save_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / METRICS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
-
-
-def metrics_rows(metrics: dict[str, Any]) -> list[str]:
-    """Markdown table rows "| split | metric | value |" for the scalar metrics of each split."""
-    return [f"| {split} | {key} | {value:.4f} |" for split in ("validation", "test")
-            for key, value in (metrics.get(split) or {}).items() if isinstance(value, float)]
-
-
-def write_model_card(run_dir: Path, config: RunConfig, metrics: dict[str, Any], auto_class: str,
-                     cli_example: str) -> None:
-    """README.md: what was trained, on what, how well, and how to load it."""
-    dataset = config.dataset.name or config.dataset.train_file
-    params = metrics.get("parameters", {})
-    rows = metrics_rows(metrics)
-    if config.method == "lora":
-        usage = (f"from peft import AutoPeft{auto_class[4:]}\n"
-                 f"model = AutoPeft{auto_class[4:]}.from_pretrained(\"{run_dir}\")")
-    else:
-        usage = (f"from transformers import {auto_class}\n"
-                 f"model = {auto_class}.from_pretrained(\"{run_dir}\")")
-    figure = "![confusion matrix](confusion_matrix.png)\n" if (run_dir / "confusion_matrix.png").exists() else ""
-    config_text = (run_dir / CONFIG_FILE).read_text() if (run_dir / CONFIG_FILE).exists() else ""
-    card = f"""---
-library_name: {'peft' if config.method == 'lora' else 'transformers'}
-tags: [{config.recipe}, {config.method}]
----
-# {run_dir.name}
-
-A `{config.recipe}` model: base `{config.model}`, method `{config.method}`, data `{dataset}`.
-Trainable parameters: {params.get('trainable', 0):,} of {params.get('total', 0):,} ({params.get('percent', 0):.2f}%).
-
-| split | metric | value |
-|---|---|---|
-{chr(10).join(rows)}
-
-{figure}
-## Use
-```
-{cli_example.format(run=run_dir)}
-```
-```python
-{usage}
-```
-
-## Training config
-```yaml
-{config_text}```
-"""
-    (run_dir / "README.md").write_text(card, encoding="utf-8")

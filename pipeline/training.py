@@ -1,8 +1,9 @@
 """Running a recipe: TrainingArguments with the pipeline's defaults, Trainer with our callbacks, and
 the run folder at the end.
 
-A recipe module (``recipes/<name>.py``) provides ``build(config) -> Task`` and
-``evaluate(model, tokenizer, task, run_dir, split) -> metrics``; this module owns the loop around them.
+A recipe (``pipeline.recipe.Recipe``, handed in by the caller) builds the model and data
+(``build(config) -> Task``) and scores a finished run (``evaluate_run``); this module owns the loop
+around them.
 """
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import os
 import re
 import resource
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
@@ -22,31 +22,10 @@ from pipeline import runs
 from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
 from pipeline.config import TRAINING_EXTRAS, RunConfig, training_argument_types
 from pipeline.errors import PipelineError
-from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report
+from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
 from pipeline.metrics import plot_curves
-
-
-@dataclass
-class Task:
-    """What a recipe builds for a run: a model with its task head, tokenized data, and how to score it."""
-    model: torch.nn.Module
-    tokenizer: Any
-    train_dataset: Any
-    eval_dataset: Any
-    collator: Callable
-    compute_metrics: Callable | None
-    metric: str  # the validation metric that picks the best checkpoint, e.g. "accuracy"
-    peft_task_type: str  # peft TaskType name, e.g. "SEQ_CLS"
-    label_names: list[str] = field(default_factory=list)
-    eval_splits: dict[str, Any] = field(default_factory=dict)  # split name -> raw split for the final report
-    head_modules: tuple[str, ...] = ()  # head parts inside the base model, trained in full under LoRA
-    greater_is_better: bool = True  # of ``metric``; False for a loss
-    preprocess_logits: Callable | None = None  # Trainer's preprocess_logits_for_metrics
-    causal: bool = False  # logits at position t predict token t + 1
-    score_before_training: bool = False  # evaluate the starting model too (language models: before/after)
-    # the recipe's TrainingArguments defaults, e.g. label_names: the batch fields Trainer hands to
-    # compute_metrics as labels (peft's generic wrapper hides them from Trainer's own lookup)
-    training_defaults: dict[str, Any] = field(default_factory=dict)
+from pipeline.model_card import write_model_card
+from pipeline.recipe import Recipe, Task
 
 
 class PipelineTrainer(Trainer):
@@ -114,7 +93,7 @@ def layerwise_parameter_groups(model: torch.nn.Module, learning_rate: float, dec
     return [groups[key] for key in sorted(groups)]
 
 
-def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[TrainingArguments, int | None]:
+def training_arguments(config: RunConfig, recipe: Recipe, task: Task, run_dir: Path) -> tuple[TrainingArguments, int | None]:
     """The seed's recipe as defaults (AdamW, linear decay after 10% warmup, weight decay 0.01, which
     Trainer keeps off biases and LayerNorm, clipping at 1.0), overridden by ``training:``."""
     settings: dict[str, Any] = dict(
@@ -131,8 +110,8 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
         save_strategy="epoch",
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model=task.metric,
-        greater_is_better=task.greater_is_better,
+        metric_for_best_model=recipe.metric,
+        greater_is_better=recipe.greater_is_better,
         logging_steps=0.05,
         logging_nan_inf_filter=False,  # the NaN guard must see a NaN loss
         train_sampling_strategy="group_by_length",
@@ -170,15 +149,6 @@ def training_arguments(config: RunConfig, task: Task, run_dir: Path) -> tuple[Tr
     return args, patience
 
 
-def held_out_scores(trainer: Trainer, seed: int) -> dict[str, float]:
-    """The validation scores without the ``eval_`` prefix and timing entries (seeded: any randomness
-    in evaluation repeats)."""
-    torch.manual_seed(seed)
-    scores = trainer.evaluate()
-    return {k.removeprefix("eval_"): round(float(v), 6) for k, v in scores.items()
-            if k.startswith("eval_") and not k.endswith(("runtime", "per_second", "preparation_time"))}
-
-
 def peak_memory_mb() -> float:
     """Peak memory of the run so far: CUDA allocations on a GPU, else the process's peak resident set."""
     if torch.cuda.is_available():
@@ -202,12 +172,10 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def train(config: RunConfig, overwrite: bool = False, resume: str | None = None) -> Path:
-    """Run ``config`` end to end and return the run folder; ``resume`` ("latest" or a checkpoint
-    path) continues an interrupted run from its checkpoint."""
-    from recipes import get_recipe
-
-    recipe = get_recipe(config.recipe)
+def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: str | None = None) -> Path:
+    """Run ``config`` with ``recipe`` end to end and return the run folder; ``resume`` ("latest" or a
+    checkpoint path) continues an interrupted run from its checkpoint."""
+    resolve_lora_targets(config)  # before the config is saved or compared: the run records what it adapts
     set_seed(config.seed)  # before the task head is initialised: the same seed gives the same run
     checkpoint = None
     if resume:
@@ -225,11 +193,11 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
             runs.prepare(config, overwrite)
         state.wait_for_everyone()
     task = recipe.build(config)
-    model = apply_method(task.model, config, task.peft_task_type, task.head_modules)
+    model = apply_method(task.model, config, recipe.peft_task_type)
     params = parameter_report(model)
     print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
-    args, patience = training_arguments(config, task, run_dir)
+    args, patience = training_arguments(config, recipe, task, run_dir)
     precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
     print(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
           f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")
@@ -238,18 +206,17 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     if config.method == "adalora":
         callbacks.append(AdaLoraSchedule())
-    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=task.causal,
+    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=recipe.causal,
                               model=model, args=args, train_dataset=task.train_dataset,
                               eval_dataset=task.eval_dataset, data_collator=task.collator,
                               processing_class=task.tokenizer, compute_metrics=task.compute_metrics,
                               preprocess_logits_for_metrics=task.preprocess_logits, callbacks=callbacks)
     if args.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
-    if task.score_before_training and not checkpoint:
-        before = held_out_scores(trainer, config.seed)
+    if task.score and not checkpoint and trainer.is_world_process_zero():
+        before = task.score(model)
         print("before training: " + " | ".join(f"{k} {v:.4f}" for k, v in before.items()))
-        if trainer.is_world_process_zero():
-            runs.save_metrics(run_dir, {"before": before})
+        runs.save_metrics(run_dir, {"before": before})
     start = time.perf_counter()
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -264,28 +231,24 @@ def train(config: RunConfig, overwrite: bool = False, resume: str | None = None)
         raise PipelineError(f"could not write the run ({exc.strerror or exc}); make room, then continue with "
                             f"pipeline train ... --resume (complete checkpoints: "
                             f"{len(runs.complete_checkpoints(run_dir))} in {run_dir / runs.CHECKPOINTS})") from None
-    summary = {
+    runs.save_metrics(run_dir, {
         "parameters": params,
         "train": {"seconds": round(train_seconds, 1), "steps": result.global_step,
                   "samples_per_second": result.metrics.get("train_samples_per_second"),
                   "loss": result.metrics.get("train_loss"),
                   "best_checkpoint": trainer.state.best_model_checkpoint,
                   "peak_memory_mb": peak_memory_mb()},
-    }
-    if task.score_before_training:
-        summary["validation"] = held_out_scores(trainer, config.seed)
-        print("after training: " + " | ".join(f"{k} {v:.4f}" for k, v in summary["validation"].items()))
-    runs.save_metrics(run_dir, summary)
-    model.eval()
-    for split, data in task.eval_splits.items():
-        recipe.evaluate(model, task.tokenizer, config, task.label_names, data, run_dir, split)
-    plot_curves(run_dir / runs.LOG_FILE, run_dir / "training_curves.png", task.metric)
+    })
+    del trainer, model  # the final scores come from the saved run, reloaded as `pipeline evaluate` reloads it
+    for split in task.final_splits:
+        recipe.evaluate_run(run_dir, split)
+    plot_curves(run_dir / runs.LOG_FILE, run_dir / "training_curves.png", recipe.metric)
     runs.write_csv_log(run_dir)
-    runs.write_model_card(run_dir, config, runs.load_metrics(run_dir), recipe.AUTO_CLASS, recipe.CLI_EXAMPLE)
+    write_model_card(run_dir, recipe)
+    runs.record_outputs(run_dir)  # everything the run wrote: what --overwrite may remove later
     print(f"run folder: {run_dir}")
     if config.hub.push_to_hub:
         from pipeline.hub import push
 
-        push(run_dir, config.hub.repo_id, private=config.hub.private, merged=config.hub.merged)
+        push(run_dir, config.hub.repo_id, recipe, private=config.hub.private, merged=config.hub.merged)
     return run_dir
-

@@ -11,54 +11,82 @@ build(): documents (each ended by the end-of-text token) tokenized with ``datase
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoModelForCausalLM, default_data_collator
 
+from pipeline import runs
 from pipeline.config import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.language_modeling import group_into_blocks, lm_metrics, require_blocks, scores_from_logits
+from pipeline.inference import LoadOptions, load_run_model
+from pipeline.language_modeling import (group_into_blocks, lm_metrics, lm_scores, record_lm_scores, require_blocks,
+                                        scores_from_logits)
 from pipeline.models import load_pretrained, load_tokenizer
-from pipeline.training import Task
+from pipeline.recipe import Recipe, Task
 
-PEFT_TASK_TYPE = "CAUSAL_LM"
-METRIC = "loss"
-AUTO_CLASS = "AutoModelForCausalLM"
-CLI_EXAMPLE = 'pipeline generate {run} "ROMEO:" --max-new-tokens 60'
 END_OF_TEXT = "<|endoftext|>"
 
 
-def build(config: RunConfig) -> Task:
-    lm = config.lm
-    corpus = load_text_corpus(config.dataset, config.seed)
-    if lm.from_scratch:
-        tokenizer = train_tokenizer(corpus["train"]["text"], lm.vocab_size)
-        model = fresh_gpt2(tokenizer, lm)
-        print(f"model: a fresh GPT-2 ({lm.n_layer} layers, {lm.n_head} heads, width {lm.n_embd}) with a "
-              f"{len(tokenizer):,}-token BPE vocabulary trained on the corpus")
-    else:
-        tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-        model = load_pretrained(AutoModelForCausalLM, config.model, config.trust_remote_code, config.allow_pickle)
-    if tokenizer.eos_token is None:
-        raise PipelineError(f"model {config.model!r} has no end-of-text token; causal_lm needs a decoder "
-                            f"(smollm2, a GPT-2 or Llama-type model)")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    block = min(lm.block_size, limit or lm.block_size)
+class CausalLM(Recipe):
+    name = "causal_lm"
+    summary = "next-token prediction: GPT-2 from scratch with its own BPE tokenizer, or a decoder continued"
+    auto_class = "AutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
+    metric = "loss"
+    greater_is_better = False
+    causal = True
+    commands = frozenset({"train", "evaluate", "compare", "generate", "inspect", "export", "push"})
+    usage = 'pipeline generate {run} "ROMEO:" --max-new-tokens 60'
+
+    def build(self, config: RunConfig) -> Task:
+        lm = config.lm
+        corpus = load_text_corpus(config.dataset, config.seed)
+        if lm.from_scratch:
+            tokenizer = train_tokenizer(corpus["train"]["text"], lm.vocab_size)
+            model = fresh_gpt2(tokenizer, lm)
+            print(f"model: a fresh GPT-2 ({lm.n_layer} layers, {lm.n_head} heads, width {lm.n_embd}) with a "
+                  f"{len(tokenizer):,}-token BPE vocabulary trained on the corpus")
+        else:
+            tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+            model = load_pretrained(AutoModelForCausalLM, config.model, config.trust_remote_code, config.allow_pickle)
+        if tokenizer.eos_token is None:
+            raise PipelineError(f"model {config.model!r} has no end-of-text token; causal_lm needs a decoder "
+                                f"(smollm2, a GPT-2 or Llama-type model)")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        blocks = examples(config, corpus, tokenizer, model.config)
+        print(f"data: {len(blocks['train']):,} training and {len(blocks['validation']):,} validation blocks of "
+              f"{len(blocks['train'][0]['input_ids'])} tokens")
+        return Task(model=model, tokenizer=tokenizer, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
+                    collator=default_data_collator, compute_metrics=partial(lm_metrics, causal=True),
+                    preprocess_logits=partial(scores_from_logits, causal=True),
+                    score=partial(lm_scores, dataset=blocks["validation"], collator=default_data_collator, causal=True),
+                    training_defaults={"label_names": ["labels"]})
+
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
+                     options: LoadOptions = LoadOptions()) -> dict[str, Any]:
+        config = runs.load_run_config(run_dir)
+        if split != "validation":
+            raise PipelineError(f"causal_lm runs hold out a validation split only, not {split!r}; use --split validation")
+        loaded = load_run_model(run_dir, AutoModelForCausalLM, options=options)
+        corpus = load_text_corpus(config.dataset, config.seed)
+        blocks = examples(config, corpus, loaded.tokenizer, loaded.model.config)
+        scores = lm_scores(loaded.model, blocks["validation"], default_data_collator, causal=True, batch_size=batch_size)
+        return record_lm_scores(scores, Path(run_dir), split)
+
+
+def examples(config: RunConfig, corpus: Any, tokenizer: Any, model_config: Any) -> Any:
+    """Documents ended by end-of-text, concatenated and cut into blocks whose labels are their tokens."""
+    limit = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    block = min(config.lm.block_size, limit or config.lm.block_size)
     encoded = corpus.map(partial(_tokenize, tokenizer=tokenizer), batched=True, remove_columns=["text"],
                          desc="tokenizing")
     blocks = encoded.map(partial(_blocks_with_labels, block_size=block), batched=True, batch_size=1000,
                          desc=f"grouping into blocks of {block}")
     require_blocks(blocks, block)
-    print(f"data: {len(blocks['train']):,} training and {len(blocks['validation']):,} validation blocks of "
-          f"{block} tokens")
-    return Task(model=model, tokenizer=tokenizer, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
-                collator=default_data_collator, compute_metrics=partial(lm_metrics, causal=True), metric=METRIC,
-                peft_task_type=PEFT_TASK_TYPE, greater_is_better=False,
-                preprocess_logits=partial(scores_from_logits, causal=True), causal=True,
-                score_before_training=True, training_defaults={"label_names": ["labels"]})
+    return blocks
 
 
 def _tokenize(batch: dict[str, list], tokenizer: Any) -> dict[str, list]:
@@ -92,3 +120,6 @@ def fresh_gpt2(tokenizer: Any, lm: Any) -> Any:
                         n_head=lm.n_head, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)
     return GPT2LMHeadModel(config)
+
+
+RECIPE = CausalLM()

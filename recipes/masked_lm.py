@@ -13,63 +13,93 @@ classification recipe with ``model:`` set to this run's folder.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoModelForMaskedLM, BertForPreTraining
 
+from pipeline import runs
 from pipeline.config import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.language_modeling import (MaskingCollator, group_into_blocks, lm_metrics, next_sentence_pairs, premask,
-                                        require_blocks, scores_from_logits)
+from pipeline.inference import LoadOptions, load_run_model
+from pipeline.language_modeling import (MaskingCollator, group_into_blocks, lm_metrics, lm_scores, next_sentence_pairs,
+                                        premask, record_lm_scores, require_blocks, scores_from_logits)
 from pipeline.models import load_pretrained, load_tokenizer
-from pipeline.training import Task
+from pipeline.recipe import Recipe, Task
 
-PEFT_TASK_TYPE = ""  # peft has no masked-LM task type; the generic wrapper fits
-METRIC = "loss"
-AUTO_CLASS = "AutoModelForMaskedLM"
-CLI_EXAMPLE = 'pipeline fill-mask {run} "The movie was [MASK]." --top-k 5'
+class MaskedLM(Recipe):
+    name = "masked_lm"
+    summary = "BERT-style pretraining: 15% masking (80/10/10), whole-word masking, next-sentence prediction"
+    auto_class = "AutoModelForMaskedLM"
+    peft_task_type = None  # peft has no masked-LM task type; the generic wrapper fits
+    metric = "loss"
+    greater_is_better = False
+    commands = frozenset({"train", "evaluate", "compare", "fill-mask", "inspect", "export", "push"})
+    usage = 'pipeline fill-mask {run} "The movie was [MASK]." --top-k 5'
+
+    def model_class(self, config: RunConfig) -> Any:
+        from transformers import AutoModelForPreTraining
+
+        return AutoModelForPreTraining if config.lm.next_sentence_prediction else AutoModelForMaskedLM
+
+    def build(self, config: RunConfig) -> Task:
+        corpus = load_text_corpus(config.dataset, config.seed)
+        tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+        if tokenizer.mask_token is None:
+            raise PipelineError(f"model {config.model!r} has no mask token; masked_lm needs an encoder such as "
+                                f"bert-tiny-mlm or minilm (for a decoder use the causal_lm recipe)")
+        if config.lm.whole_word_mask and not getattr(tokenizer, "is_fast", False):
+            raise PipelineError("lm.whole_word_mask needs a fast tokenizer (word offsets); set it to false")
+        model_class = BertForPreTraining if config.lm.next_sentence_prediction else AutoModelForMaskedLM
+        model = load_pretrained(model_class, config.model, config.trust_remote_code, config.allow_pickle)
+        encoded, validation, collator = examples(config, corpus, tokenizer)
+        lm = config.lm
+        kind = "sentence pairs" if lm.next_sentence_prediction else f"blocks of {block_size(config, tokenizer)} tokens"
+        print(f"data: {len(encoded['train']):,} training and {len(validation):,} validation {kind}; "
+              f"{lm.mlm_probability:.0%} of tokens masked{' by whole word' if lm.whole_word_mask else ''}")
+        fields = ["labels", "next_sentence_label"] if lm.next_sentence_prediction else ["labels"]
+        return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"], eval_dataset=validation,
+                    collator=collator, compute_metrics=partial(lm_metrics, causal=False),
+                    preprocess_logits=partial(scores_from_logits, causal=False),
+                    score=partial(lm_scores, dataset=validation, collator=collator, causal=False),
+                    # the collator needs the special-token mask and word offsets, which the model does not take
+                    training_defaults={"label_names": fields, "remove_unused_columns": False})
+
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
+                     options: LoadOptions = LoadOptions()) -> dict[str, Any]:
+        config = runs.load_run_config(run_dir)
+        if split != "validation":
+            raise PipelineError(f"masked_lm runs hold out a validation split only, not {split!r}; use --split validation")
+        loaded = load_run_model(run_dir, self.model_class(config), options=options)
+        _, validation, collator = examples(config, load_text_corpus(config.dataset, config.seed), loaded.tokenizer)
+        return record_lm_scores(lm_scores(loaded.model, validation, collator, causal=False, batch_size=batch_size),
+                                Path(run_dir), split)
 
 
-def build(config: RunConfig) -> Task:
+def block_size(config: RunConfig, tokenizer: Any) -> int:
+    limit = getattr(tokenizer, "model_max_length", None) or config.lm.block_size
+    return min(config.lm.block_size, limit)
+
+
+def examples(config: RunConfig, corpus: Any, tokenizer: Any) -> tuple[Any, Any, MaskingCollator]:
+    """Training examples (blocks, or NSP sentence pairs), the validation set masked once, and the collator."""
     lm = config.lm
-    corpus = load_text_corpus(config.dataset, config.seed)
-    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-    if tokenizer.mask_token is None:
-        raise PipelineError(f"model {config.model!r} has no mask token; masked_lm needs an encoder such as "
-                            f"bert-tiny-mlm or minilm (for a decoder use the causal_lm recipe)")
-    block = min(lm.block_size, getattr(tokenizer, "model_max_length", lm.block_size) or lm.block_size)
-    offsets = lm.whole_word_mask  # whole-word masking finds word starts from the character offsets
-    if offsets and not getattr(tokenizer, "is_fast", False):
-        raise PipelineError("lm.whole_word_mask needs a fast tokenizer (word offsets); set it to false")
+    block = block_size(config, tokenizer)
     if lm.next_sentence_prediction:
         encoded = {split: pair_features(docs["text"], tokenizer, block, config.seed + i)
                    for i, (split, docs) in enumerate(corpus.items())}
-        fields = ["labels", "next_sentence_label"]
-        model = load_pretrained(BertForPreTraining, config.model, config.trust_remote_code, config.allow_pickle)
     else:
-        encoded = corpus.map(partial(_tokenize, tokenizer=tokenizer, offsets=offsets), batched=True,
+        encoded = corpus.map(partial(_tokenize, tokenizer=tokenizer, offsets=lm.whole_word_mask), batched=True,
                              remove_columns=["text"], desc="tokenizing")
         encoded = encoded.map(partial(group_into_blocks, block_size=block), batched=True, batch_size=1000,
                               desc=f"grouping into blocks of {block}")
-        fields = ["labels"]
-        model = load_pretrained(AutoModelForMaskedLM, config.model, config.trust_remote_code, config.allow_pickle)
     require_blocks(encoded, block)
     # With whole-word masking transformers replaces every chosen piece by [MASK] (no 10/10 split).
     collator = MaskingCollator(tokenizer, mlm_probability=lm.mlm_probability, whole_word_mask=lm.whole_word_mask,
                                mask_replace_prob=1.0 if lm.whole_word_mask else 0.8,
                                random_replace_prob=0.0 if lm.whole_word_mask else 0.1)
-    validation = premask(encoded["validation"], collator, config.seed)
-    kind = "sentence pairs" if lm.next_sentence_prediction else f"blocks of {block} tokens"
-    print(f"data: {len(encoded['train']):,} training and {len(validation):,} validation {kind}; "
-          f"{lm.mlm_probability:.0%} of tokens masked{' by whole word' if lm.whole_word_mask else ''}")
-    return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"], eval_dataset=validation,
-                collator=collator, compute_metrics=partial(lm_metrics, causal=False), metric=METRIC,
-                peft_task_type=PEFT_TASK_TYPE, greater_is_better=False,
-                preprocess_logits=partial(scores_from_logits, causal=False),
-                score_before_training=True,
-                # the collator needs the special-token mask and word offsets, which the model does not take
-                training_defaults={"label_names": fields, "remove_unused_columns": False})
+    return encoded, premask(encoded["validation"], collator, config.seed), collator
 
 
 def _tokenize(batch: dict[str, list], tokenizer: Any, offsets: bool) -> dict[str, list]:
@@ -85,3 +115,6 @@ def pair_features(documents: list[str], tokenizer: Any, block: int, seed: int) -
     encoded = tokenizer(pairs["first"], pairs["second"], truncation="longest_first", max_length=block,
                         return_special_tokens_mask=True)
     return datasets.Dataset.from_dict({**encoded, "next_sentence_label": pairs["next_sentence_label"]})
+
+
+RECIPE = MaskedLM()

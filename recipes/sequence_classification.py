@@ -3,7 +3,8 @@
 build():    load and check the data, tokenize it with ``datasets.map`` (batched; no padding here: the
             collator pads each batch to its own longest text), put a fresh classification head on
             the encoder.
-evaluate(): score a split with the batched inference engine, write metrics and the confusion matrix.
+evaluate_run(): reload a finished run and score a split with the batched inference engine (what
+            ``pipeline evaluate`` and the end of training both call), write metrics and the confusion matrix.
 """
 from __future__ import annotations
 
@@ -19,48 +20,65 @@ from pipeline.augment import augment_split
 from pipeline.config import RunConfig
 from pipeline.data import load_text_classification
 from pipeline.errors import PipelineError
-from pipeline.inference import TextClassifier
+from pipeline.inference import LoadOptions, TextClassifier, label_kwargs
 from pipeline.metrics import classification_metrics, confusion, confusion_text, plot_confusion
 from pipeline.models import load_pretrained, load_tokenizer
-from pipeline.training import Task
-
-PEFT_TASK_TYPE = "SEQ_CLS"
-METRIC = "accuracy"
-AUTO_CLASS = "AutoModelForSequenceClassification"
-CLI_EXAMPLE = 'pipeline predict {run} --text "A true cinematic achievement!"'
+from pipeline.recipe import Recipe, Task
 
 
-def build(config: RunConfig) -> Task:
-    data = load_text_classification(config.dataset, config.seed)
-    splits, label_names = data.splits, data.label_names
-    print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
-          f" rows; labels: {', '.join(label_names)}")
-    if config.augment.factor:
-        before = len(splits["train"])
-        splits["train"] = augment_split(splits["train"], config.augment, config.seed)
-        print(f"augment: {before:,} training rows + {len(splits['train']) - before:,} augmented copies")
-    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-    max_length = config.dataset.max_length
-    model_limit = getattr(tokenizer, "model_max_length", None) or 10**9
-    if max_length > model_limit:
-        raise PipelineError(f"dataset.max_length={max_length} exceeds the model's limit of {model_limit} tokens; "
-                            f"set dataset.max_length={model_limit} or less")
-    encoded = tokenize(splits.filter(lambda row: row["label"] >= 0), tokenizer, max_length)
-    print(length_report(encoded["train"], max_length))
-    model = load_pretrained(AutoModelForSequenceClassification, config.model, config.trust_remote_code,
-                            config.allow_pickle, num_labels=len(label_names),
-                            id2label=dict(enumerate(label_names)),
-                            label2id={name: i for i, name in enumerate(label_names)})
-    if tokenizer.pad_token is None:  # decoders (Llama, GPT-2) ship without one
-        tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    labelled = {name: split for name, split in splits.items()
-                if name != "train" and len(split) and min(split["label"]) >= 0}
-    return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],
-                eval_dataset=encoded["validation"], collator=DataCollatorWithPadding(tokenizer),
-                compute_metrics=partial(compute_metrics, label_names=label_names), metric=METRIC,
-                peft_task_type=PEFT_TASK_TYPE, label_names=label_names, eval_splits=labelled,
-                head_modules=("pooler",))  # BERT's head is pooler + classifier (RoBERTa's: dense + out_proj)
+class SequenceClassification(Recipe):
+    name = "sequence_classification"
+    summary = "one label per text (sentiment, topics); full, head or any peft method"
+    auto_class = "AutoModelForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
+    metric = "accuracy"
+    commands = frozenset({"train", "evaluate", "compare", "predict", "serve", "inspect", "export", "push"})
+    usage = 'pipeline predict {run} --text "A true cinematic achievement!"'
+
+    def build(self, config: RunConfig) -> Task:
+        data = load_text_classification(config.dataset, config.seed)
+        splits, label_names = data.splits, data.label_names
+        print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
+              f" rows; labels: {', '.join(label_names)}")
+        tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+        if config.augment.factor:
+            before = len(splits["train"])
+            splits["train"] = augment_split(splits["train"], config.augment, config.seed, tokenizer)
+            print(f"augment: {before:,} training rows + {len(splits['train']) - before:,} augmented copies")
+        max_length = config.dataset.max_length
+        model_limit = getattr(tokenizer, "model_max_length", None) or 10**9
+        if max_length > model_limit:
+            raise PipelineError(f"dataset.max_length={max_length} exceeds the model's limit of {model_limit} tokens; "
+                                f"set dataset.max_length={model_limit} or less")
+        encoded = tokenize(splits.filter(lambda row: row["label"] >= 0), tokenizer, max_length)
+        print(length_report(encoded["train"], max_length))
+        model = load_pretrained(AutoModelForSequenceClassification, config.model, config.trust_remote_code,
+                                config.allow_pickle, **label_kwargs(label_names))
+        if tokenizer.pad_token is None:  # decoders (Llama, GPT-2) ship without one
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+        labelled = tuple(name for name, split in splits.items()
+                         if name != "train" and len(split) and min(split["label"]) >= 0)
+        return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],
+                    eval_dataset=encoded["validation"], collator=DataCollatorWithPadding(tokenizer),
+                    compute_metrics=partial(compute_metrics, label_names=label_names), label_names=label_names,
+                    final_splits=labelled)
+
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 64,
+                     options: LoadOptions = LoadOptions()) -> dict[str, Any]:
+        config = runs.load_run_config(run_dir)
+        classifier = TextClassifier.from_run(run_dir, batch_size=batch_size, options=options)
+        data = load_text_classification(config.dataset, config.seed)
+        if split not in data.splits:
+            raise PipelineError(f"the run's data has no {split} split (splits: {', '.join(data.splits)})")
+        rows = data.splits[split]
+        if min(rows["label"]) < 0:
+            raise PipelineError(f"the {split} split has no labels (GLUE test sets are unlabelled); "
+                                f"use pipeline predict for its predictions")
+        if data.label_names != classifier.label_names:
+            raise PipelineError(f"the data's labels {data.label_names} differ from the run's "
+                                f"{classifier.label_names}; evaluate on the data the run was trained on")
+        return record_scores(classifier, rows, Path(run_dir), split)
 
 
 def tokenize(splits: Any, tokenizer: Any, max_length: int) -> Any:
@@ -90,39 +108,22 @@ def compute_metrics(eval_pred: Any, label_names: list[str]) -> dict[str, float]:
     return classification_metrics(labels, logits.argmax(-1), label_names)
 
 
-def evaluate(model: Any, tokenizer: Any, config: RunConfig, label_names: list[str], split: Any,
-             run_dir: Path, split_name: str) -> dict[str, Any]:
-    """Score one labelled split and record it in the run folder."""
-    classifier = TextClassifier(model, tokenizer, label_names, config.dataset.max_length)
-    predictions = classifier.probabilities(split["text"]).argmax(-1)
-    labels = np.asarray(split["label"])
+def record_scores(classifier: TextClassifier, rows: Any, run_dir: Path, split_name: str) -> dict[str, Any]:
+    """Score one labelled split and record it in the run folder: metrics.json and the confusion matrix."""
+    label_names = classifier.label_names
+    predictions = classifier.probabilities(rows["text"]).argmax(-1)
+    labels = np.asarray(rows["label"])
     metrics = classification_metrics(labels, predictions, label_names)
     matrix = confusion(labels, predictions, len(label_names))
-    metrics_entry = {**metrics, "rows": len(labels), "confusion_matrix": matrix}
-    runs.save_metrics(run_dir, {split_name: metrics_entry})
-    suffix = "" if split_name == "validation" else f"_{split_name}"
+    runs.save_metrics(run_dir, {split_name: {**metrics, "rows": len(labels), "confusion_matrix": matrix}})
+    stem = "confusion_matrix" + ("" if split_name == "validation" else f"_{split_name}")
     text = confusion_text(matrix, label_names)
-    (run_dir / f"confusion_matrix{suffix}.txt").write_text(text + "\n", encoding="utf-8")
-    plot_confusion(matrix, label_names, run_dir / f"confusion_matrix{suffix}.png",
-                   f"{run_dir.name}: {split_name} ({len(labels)} rows)")
+    (run_dir / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
+    plot_confusion(matrix, label_names, run_dir / f"{stem}.png", f"{run_dir.name}: {split_name} ({len(labels)} rows)")
+    runs.record_outputs(run_dir, [runs.METRICS_FILE, f"{stem}.txt", f"{stem}.png"])
     print(f"{split_name}: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print(text)
     return metrics
 
 
-def evaluate_run(run_dir: Path, split_name: str, batch_size: int = 64) -> dict[str, Any]:
-    """``pipeline evaluate``: reload a run folder and score a split of its dataset."""
-    config = runs.load_run_config(run_dir)
-    classifier = TextClassifier.from_run(run_dir, batch_size=batch_size)
-    data = load_text_classification(config.dataset, config.seed)
-    if split_name not in data.splits:
-        raise PipelineError(f"the run's data has no {split_name} split (splits: {', '.join(data.splits)})")
-    split = data.splits[split_name]
-    if min(split["label"]) < 0:
-        raise PipelineError(f"the {split_name} split has no labels (GLUE test sets are unlabelled); "
-                            f"use pipeline predict for its predictions")
-    if data.label_names != classifier.label_names:
-        raise PipelineError(f"the data's labels {data.label_names} differ from the run's {classifier.label_names}; "
-                            f"evaluate on the data the run was trained on")
-    return evaluate(classifier.model, classifier.tokenizer, config, classifier.label_names, split,
-                    Path(run_dir), split_name)
+RECIPE = SequenceClassification()

@@ -3,7 +3,7 @@
 build():    read CoNLL-style sentences (IOB1 converted to IOB2), tokenize words into sub-tokens with
             ``datasets.map`` and align the tags (first sub-token labelled, the rest ignored, or all
             with ``dataset.label_all_subtokens``), put a fresh token-classification head on the encoder.
-evaluate(): tag a split with the batched tagger; entity precision/recall/F1 overall and per type,
+evaluate_run(): reload a finished run and tag a split with the batched tagger; entity precision/recall/F1 overall and per type,
             token accuracy, and which types are confused with which.
 """
 from __future__ import annotations
@@ -20,59 +20,82 @@ from pipeline import runs
 from pipeline.config import RunConfig
 from pipeline.data import load_token_classification
 from pipeline.errors import PipelineError
-from pipeline.inference import TokenTagger
+from pipeline.inference import LoadOptions, TokenTagger, label_kwargs
 from pipeline.metrics import entity_metrics, type_confusion, type_confusion_text
 from pipeline.models import load_pretrained, load_tokenizer
-from pipeline.training import Task
+from pipeline.recipe import Recipe, Task
+from pipeline.words import encode_words, require_word_alignment
 
-PEFT_TASK_TYPE = "TOKEN_CLS"
-METRIC = "f1"
-AUTO_CLASS = "AutoModelForTokenClassification"
-CLI_EXAMPLE = 'pipeline ner {run} --text "Apple Inc. is looking at buying a U.K. startup."'
 IGNORE = -100  # positions the loss and the metrics skip
 
 
-def build(config: RunConfig) -> Task:
-    if config.augment.factor:
-        raise PipelineError("augment works on sentence-level labels; token classification would need every "
-                            "edit to move its tags too. Set augment.factor=0")
-    data = load_token_classification(config.dataset, config.seed)
-    splits, label_names = data.splits, data.label_names
-    print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
-          f" sentences; tags: {', '.join(label_names)}")
-    tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-    if not getattr(tokenizer, "is_fast", False):
-        raise PipelineError(f"model {config.model!r} has no fast tokenizer; token classification needs word ids")
-    encoded = splits.map(partial(align, tokenizer=tokenizer, max_length=config.dataset.max_length,
-                                 label_names=label_names, label_all=config.dataset.label_all_subtokens),
-                         batched=True, remove_columns=["tokens", "tags"], desc="tokenizing")
-    for name, split in encoded.items():
-        cut = int(np.sum(split["truncated"]))
-        if cut:
-            print(f"data: {cut} {name} sentence(s) longer than max_length {config.dataset.max_length} tokens were "
-                  f"truncated; their last words are not trained on and are tagged O at evaluation")
-    model = load_pretrained(AutoModelForTokenClassification, config.model, config.trust_remote_code,
-                            config.allow_pickle, num_labels=len(label_names),
-                            id2label=dict(enumerate(label_names)),
-                            label2id={name: i for i, name in enumerate(label_names)})
-    return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],
-                eval_dataset=encoded["validation"], collator=DataCollatorForTokenClassification(tokenizer),
-                compute_metrics=partial(compute_metrics, label_names=label_names), metric=METRIC,
-                peft_task_type=PEFT_TASK_TYPE, label_names=label_names,
-                eval_splits={name: splits[name] for name in ("validation", "test") if name in splits})
+class TokenClassification(Recipe):
+    name = "token_classification"
+    summary = "one tag per word (NER, IOB2), entity-level F1 with seqeval; full, head or peft"
+    auto_class = "AutoModelForTokenClassification"
+    peft_task_type = "TOKEN_CLS"
+    metric = "f1"
+    commands = frozenset({"train", "evaluate", "compare", "ner", "inspect", "export", "push"})
+    usage = 'pipeline ner {run} --text "Apple Inc. is looking at buying a U.K. startup."'
+
+    def build(self, config: RunConfig) -> Task:
+        if config.augment.factor:
+            raise PipelineError("augment works on sentence-level labels; token classification would need every "
+                                "edit to move its tags too. Set augment.factor=0")
+        data = load_token_classification(config.dataset, config.seed)
+        splits, label_names = data.splits, data.label_names
+        print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
+              f" sentences; tags: {', '.join(label_names)}")
+        tokenizer = word_tokenizer(config.model, config.trust_remote_code)
+        encoded = splits.map(partial(align, tokenizer=tokenizer, max_length=config.dataset.max_length,
+                                     label_names=label_names, label_all=config.dataset.label_all_subtokens),
+                             batched=True, remove_columns=["tokens", "tags"], desc="tokenizing")
+        for name, split in encoded.items():
+            cut = int(np.sum(split["truncated"]))
+            if cut:
+                print(f"data: {cut} {name} sentence(s) longer than max_length {config.dataset.max_length} tokens "
+                      f"were truncated; their last words are not trained on and are tagged O at evaluation")
+        model = load_pretrained(AutoModelForTokenClassification, config.model, config.trust_remote_code,
+                                config.allow_pickle, **label_kwargs(label_names))
+        return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],
+                    eval_dataset=encoded["validation"], collator=DataCollatorForTokenClassification(tokenizer),
+                    compute_metrics=partial(compute_metrics, label_names=label_names), label_names=label_names,
+                    final_splits=tuple(name for name in ("validation", "test") if name in splits))
+
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
+                     options: LoadOptions = LoadOptions()) -> dict[str, Any]:
+        config = runs.load_run_config(run_dir)
+        tagger = TokenTagger.from_run(run_dir, batch_size=batch_size, options=options)
+        data = load_token_classification(config.dataset, config.seed)
+        if split not in data.splits:
+            raise PipelineError(f"the run's data has no {split} split (splits: {', '.join(data.splits)})")
+        if data.label_names != tagger.label_names:
+            raise PipelineError(f"the data's tags differ from the run's ({json.dumps(tagger.label_names)}); "
+                                f"evaluate on the data the run was trained on")
+        return record_scores(tagger, data.splits[split], Path(run_dir), split)
+
+
+def word_tokenizer(model: str, trust_remote_code: bool) -> Any:
+    """The model's tokenizer, ready for text given as words: byte-level BPE tokenizers (RoBERTa,
+    GPT-2) must then add the space before each word that running text would have."""
+    tokenizer = load_tokenizer(model, trust_remote_code)
+    if getattr(tokenizer, "add_prefix_space", None) is False:
+        tokenizer = load_tokenizer(model, trust_remote_code, add_prefix_space=True)
+    require_word_alignment(tokenizer, model)
+    return tokenizer
 
 
 def align(batch: dict[str, list], tokenizer: Any, max_length: int, label_names: list[str],
           label_all: bool) -> dict[str, list]:
     """Sub-token labels from word tags: the first sub-token of a word carries its tag; the others
     carry IGNORE, or (``label_all``) the word's tag with B- turned into I-."""
-    encoded = tokenizer(batch["tokens"], is_split_into_words=True, truncation=True, max_length=max_length)
+    encoded, word_ids = encode_words(tokenizer, batch["tokens"], max_length)
     inside = {i: label_names.index("I-" + n[2:]) if n.startswith("B-") and "I-" + n[2:] in label_names else i
               for i, n in enumerate(label_names)}
     labels, truncated = [], []
     for row, tags in enumerate(batch["tags"]):
         previous, row_labels = None, []
-        for word in encoded.word_ids(row):
+        for word in word_ids[row]:
             if word is None:
                 row_labels.append(IGNORE)
             elif word != previous:
@@ -81,7 +104,7 @@ def align(batch: dict[str, list], tokenizer: Any, max_length: int, label_names: 
                 row_labels.append(inside[tags[word]] if label_all else IGNORE)
             previous = word
         labels.append(row_labels)
-        seen = [w for w in encoded.word_ids(row) if w is not None]
+        seen = [w for w in word_ids[row] if w is not None]
         truncated.append(bool(tags) and (not seen or max(seen) + 1 < len(tags)))
     encoded["labels"] = labels
     encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
@@ -101,10 +124,9 @@ def compute_metrics(eval_pred: Any, label_names: list[str]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, float)}
 
 
-def evaluate(model: Any, tokenizer: Any, config: RunConfig, label_names: list[str], split: Any,
-             run_dir: Path, split_name: str) -> dict[str, Any]:
+def record_scores(tagger: TokenTagger, split: Any, run_dir: Path, split_name: str) -> dict[str, Any]:
     """Tag one split word by word and record entity-level scores in the run folder."""
-    tagger = TokenTagger(model, tokenizer, label_names, config.dataset.max_length)
+    label_names = tagger.label_names
     sentences = [list(words) for words in split["tokens"]]
     predicted, _, truncated = tagger.tag_words(sentences)
     gold = [[label_names[t] for t in tags] for tags in split["tags"]]
@@ -113,8 +135,9 @@ def evaluate(model: Any, tokenizer: Any, config: RunConfig, label_names: list[st
     runs.save_metrics(run_dir, {split_name: {**metrics, "sentences": len(gold), "truncated": truncated,
                                              "type_confusion": confusion}})
     text = type_confusion_text(confusion)
-    suffix = "" if split_name == "validation" else f"_{split_name}"
-    (run_dir / f"entity_confusion{suffix}.txt").write_text(text + "\n", encoding="utf-8")
+    name = "entity_confusion" + ("" if split_name == "validation" else f"_{split_name}") + ".txt"
+    (run_dir / name).write_text(text + "\n", encoding="utf-8")
+    runs.record_outputs(run_dir, [runs.METRICS_FILE, name])
     print(f"{split_name}: entity precision {metrics['precision']:.4f} | recall {metrics['recall']:.4f} | "
           f"f1 {metrics['f1']:.4f} | token accuracy {metrics['token_accuracy']:.4f}")
     for kind, scores in metrics["per_type"].items():
@@ -123,14 +146,4 @@ def evaluate(model: Any, tokenizer: Any, config: RunConfig, label_names: list[st
     return metrics
 
 
-def evaluate_run(run_dir: Path, split_name: str, batch_size: int = 32) -> dict[str, Any]:
-    config = runs.load_run_config(run_dir)
-    tagger = TokenTagger.from_run(run_dir, batch_size=batch_size)
-    data = load_token_classification(config.dataset, config.seed)
-    if split_name not in data.splits:
-        raise PipelineError(f"the run's data has no {split_name} split (splits: {', '.join(data.splits)})")
-    if data.label_names != tagger.label_names:
-        raise PipelineError(f"the data's tags differ from the run's ({json.dumps(tagger.label_names)}); "
-                            f"evaluate on the data the run was trained on")
-    return evaluate(tagger.model, tagger.tokenizer, config, tagger.label_names, data.splits[split_name],
-                    Path(run_dir), split_name)
+RECIPE = TokenClassification()

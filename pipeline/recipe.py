@@ -1,0 +1,74 @@
+"""What a recipe is: the one interface every command asks instead of assuming a task.
+
+A recipe says *what* a task is: which transformers auto class holds its model, which peft task type
+wraps it, which validation metric picks the best checkpoint, how to build the model and data for a
+run, how to score a finished run, and which commands make sense for its runs. This module is a
+leaf: it imports nothing from the CLI or the training loop, so every layer can depend on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pipeline.errors import PipelineError
+
+# Every command that takes a run folder or a recipe config, in the order the README's table lists them.
+COMMANDS = ("train", "evaluate", "compare", "predict", "serve", "ner", "fill-mask", "generate", "inspect", "export",
+            "push")
+
+
+@dataclass
+class Task:
+    """What a recipe builds for a run: a model with its task head, tokenized data, and how to score it."""
+    model: Any  # torch.nn.Module
+    tokenizer: Any
+    train_dataset: Any
+    eval_dataset: Any
+    collator: Callable
+    compute_metrics: Callable | None
+    label_names: list[str] = field(default_factory=list)
+    final_splits: tuple[str, ...] = ("validation",)  # labelled splits scored at the end (evaluate_run)
+    preprocess_logits: Callable | None = None  # Trainer's preprocess_logits_for_metrics
+    # the recipe's TrainingArguments defaults, e.g. label_names: the batch fields Trainer hands to
+    # compute_metrics as labels (peft's generic wrapper hides them from Trainer's own lookup)
+    training_defaults: dict[str, Any] = field(default_factory=dict)
+    # language models: scores a model on the validation set with the scorer ``evaluate_run`` uses, so
+    # the starting model's scores ("before" in metrics.json) compare like with like with the final ones
+    score: Callable[[Any], dict[str, float]] | None = None
+
+
+class Recipe:
+    """The interface. Subclasses set the class attributes and implement ``build`` and ``evaluate_run``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    auto_class: ClassVar[str]  # transformers auto class name, e.g. AutoModelForSequenceClassification
+    peft_task_type: ClassVar[str | None]  # peft TaskType name; None: peft's generic wrapper
+    metric: ClassVar[str]  # the validation metric that picks the best checkpoint
+    greater_is_better: ClassVar[bool] = True
+    commands: ClassVar[frozenset[str]]  # the commands its runs support
+    usage: ClassVar[str]  # a command line that uses a finished run, with {run}
+    causal: ClassVar[bool] = False  # logits at position t predict token t + 1
+
+    def build(self, config: Any) -> Task:
+        raise NotImplementedError
+
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 64, options: Any = None) -> dict[str, Any]:
+        """Reload a finished run (``options``: an ``inference.LoadOptions``: device, precision, trust
+        flags) and score ``split``, recording the scores in the run folder. Training records its final
+        scores through this same function, so ``pipeline evaluate`` reproduces them exactly."""
+        raise NotImplementedError
+
+    def model_class(self, config: Any) -> Any:
+        """The transformers class that loads this recipe's model for ``config``."""
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+    def require(self, command: str) -> None:
+        """Refuse, in one line, a command that does not apply to this recipe's runs."""
+        if command not in self.commands:
+            others = ", ".join(c for c in COMMANDS if c in self.commands)
+            raise PipelineError(f"`pipeline {command}` does not apply to {self.name} runs; "
+                                f"{self.name} runs support: {others}")

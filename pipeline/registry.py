@@ -1,0 +1,37 @@
+"""The recipe registry: the one module under ``pipeline/`` that imports ``recipes``. The CLI resolves
+a recipe here once and hands it down; every other module receives the recipe object."""
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.recipe import Recipe
+
+
+def recipe_names() -> tuple[str, ...]:
+    import recipes
+
+    return recipes.NAMES
+
+
+def config_dir() -> Path:
+    """Where the shipped configs live (``pipeline train sst2_lora`` reads configs/sst2_lora.yaml)."""
+    import recipes
+
+    return recipes.CONFIG_DIR
+
+
+def check_recipe_name(name: str) -> None:
+    """Refuse an unknown recipe name without importing any recipe (config validation calls this)."""
+    names = recipe_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, list(names), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"choose one of {', '.join(names)}"
+        raise PipelineError(f"recipe {name!r} is unknown; {hint}")
+
+
+def get_recipe(name: str) -> Recipe:
+    check_recipe_name(name)
+    return importlib.import_module(f"recipes.{name}").RECIPE

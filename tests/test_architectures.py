@@ -1,0 +1,158 @@
+"""Bring your own model: tiny random models of nine architectures, built from their configs, trained
+on real SST-2 and WNUT-17 rows with the shipped configs' defaults (no lora.target_modules given)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import run_cli, write_tsv
+from pipeline.architectures import head_modules, lora_targets
+from pipeline.inference import LoadOptions, TextClassifier, TokenTagger, load_run_model
+from zoo import ZOO, build
+
+# What a user of each architecture expects LoRA to adapt and the head to be (issue: bring your own model).
+TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"], "roberta": ["query", "value"],
+           "xlm-roberta": ["query", "value"], "deberta-v2": ["query_proj", "value_proj"],
+           "electra": ["query", "value"], "albert": ["query", "value"], "modernbert": ["Wqkv"],
+           "llama": ["q_proj", "v_proj"]}
+HEADS = {"bert": ["classifier", "bert.pooler"], "distilbert": ["pre_classifier", "classifier"],
+         "roberta": ["classifier"], "xlm-roberta": ["classifier"], "deberta-v2": ["pooler", "classifier"],
+         "electra": ["classifier"], "albert": ["classifier", "albert.pooler"], "modernbert": ["head", "classifier"],
+         "llama": ["score"]}
+REVIEWS = ["A true cinematic achievement!", "Boring and predictable.", "not bad at all"]
+STEPS = ["training.max_steps=8", "training.per_device_train_batch_size=16", "training.eval_strategy=no",
+         "training.save_strategy=no", "dataset.max_length=64"]
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, sst2_rows):
+    """model type -> folder, built on first use."""
+    root = tmp_path_factory.mktemp("zoo")
+    texts = [s for s, _ in sst2_rows]
+    built: dict[str, object] = {}
+
+    def get(model_type: str):
+        if model_type not in built:
+            built[model_type] = build(model_type, root / model_type, texts)
+        return built[model_type]
+    return get
+
+
+@pytest.fixture(scope="module")
+def sst2_files(tmp_path_factory, sst2_rows):
+    folder = tmp_path_factory.mktemp("sst2_files")
+    return (write_tsv(folder / "train.tsv", sst2_rows[:160]), write_tsv(folder / "dev.tsv", sst2_rows[160:224]))
+
+
+@pytest.mark.parametrize("model_type", list(ZOO))
+def test_defaults_name_each_architectures_query_value_and_head(model_type, zoo):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(zoo(model_type))
+    model = AutoModelForSequenceClassification.from_config(config)
+    assert lora_targets(config.model_type) == TARGETS[model_type]
+    assert sorted(head_modules(model)) == sorted(HEADS[model_type])
+
+
+def adapter_probabilities(run, texts):
+    """The run's adapter on its base, unmerged: what the merged export must reproduce."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from pipeline.inference import label_kwargs
+    from pipeline.models import load_pretrained, load_tokenizer
+    from pipeline.runs import load_labels, load_run_config
+
+    config, labels = load_run_config(run), load_labels(run)
+    base = load_pretrained(AutoModelForSequenceClassification, config.model, **label_kwargs(labels))
+    model = PeftModel.from_pretrained(base, run).eval()
+    tokenizer = load_tokenizer(str(run))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return TextClassifier(model, tokenizer, labels).probabilities(texts)
+
+
+@pytest.mark.parametrize("model_type", list(ZOO))
+def test_lora_with_default_targets_trains_saves_predicts_and_exports(model_type, zoo, sst2_files, tmp_path, capsys):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    run = tmp_path / "lora"
+    train, dev = sst2_files
+    assert run_cli("train", "sst2_lora", f"model={zoo(model_type)}", "dataset.name=null", f"dataset.train_file={train}",
+                   f"dataset.validation_file={dev}", *STEPS, f"output_dir={run}") == 0
+    config = yaml.safe_load((run / "run_config.yaml").read_text())
+    assert config["lora"]["target_modules"] == TARGETS[model_type]  # the resolved default is recorded
+    weights = load_file(run / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())  # LoRA trained
+    for head in HEADS[model_type]:  # the head trained in full and travels with the adapter
+        assert any(f"{head}." in k and "lora_" not in k for k in weights), (head, sorted(weights)[:8])
+    capsys.readouterr()
+    assert run_cli("predict", run, "--json", *sum((["--text", t] for t in REVIEWS), [])) == 0
+    predicted = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["text"] for p in predicted] == REVIEWS and all(p["label"] in ("0", "1") for p in predicted)
+
+    assert run_cli("export", run, tmp_path / "merged", "--merge") == 0
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    exported = TextClassifier(merged, tokenizer, ["0", "1"]).probabilities(REVIEWS)
+    np.testing.assert_allclose(exported, adapter_probabilities(run, REVIEWS), atol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", list(ZOO))
+def test_full_fine_tuning_trains_saves_reloads_and_reproduces_its_metrics(model_type, zoo, sst2_files, tmp_path,
+                                                                         capsys):
+    run = tmp_path / "full"
+    train, dev = sst2_files
+    before = {n: p.clone() for n, p in load_run_model_free(zoo(model_type)).items()}
+    assert run_cli("train", "sst2_full", f"model={zoo(model_type)}", "dataset.name=null", f"dataset.train_file={train}",
+                   f"dataset.validation_file={dev}", *STEPS, f"output_dir={run}") == 0
+    after = load_run_model_free(run)
+    assert any(not torch.equal(before[n], after[n]) for n in before if n in after)  # the encoder moved
+    recorded = json.loads((run / "metrics.json").read_text())["validation"]
+    capsys.readouterr()
+    assert run_cli("evaluate", run) == 0
+    assert json.loads((run / "metrics.json").read_text())["validation"] == recorded
+    probs = TextClassifier.from_run(run).probabilities(REVIEWS)
+    assert probs.shape == (3, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def load_run_model_free(folder):
+    """The encoder's weights in a model folder, by name without the task head."""
+    from safetensors.torch import load_file
+
+    weights = load_file(folder / "model.safetensors")
+    return {n.split(".", 1)[1] if n.split(".", 1)[0] in ("bert", "distilbert", "roberta", "deberta", "electra",
+                                                           "albert", "model") else n: w
+            for n, w in weights.items() if "classifier" not in n and "score" not in n}
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "deberta-v2"])
+def test_token_classification_lora_exports_a_token_classifier(model_type, zoo, tmp_path):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    run = tmp_path / "ner"
+    assert run_cli("train", "wnut17_lora", f"model={zoo(model_type)}", "dataset.max_train_samples=120",
+                   "dataset.max_eval_samples=40", *STEPS, f"output_dir={run}") == 0
+    config = yaml.safe_load((run / "run_config.yaml").read_text())
+    assert config["lora"]["target_modules"] == TARGETS[model_type]
+    sentences = [["Empire", "State", "Building", "is", "in", "New", "York"], ["I", "love", "Paris"]]
+    adapter = TokenTagger.from_run(run, options=LoadOptions(device="cpu"))
+    unmerged = load_run_model(run, AutoModelForTokenClassification, adapters={"same": run}).model  # kept unmerged
+    unmerged.set_adapter("default")
+    assert run_cli("export", run, tmp_path / "merged", "--merge") == 0
+    merged = AutoModelForTokenClassification.from_pretrained(tmp_path / "merged").eval()
+    assert type(merged).__name__.endswith("ForTokenClassification")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    batch = tokenizer(sentences, is_split_into_words=True, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        np.testing.assert_allclose(merged(**batch).logits.softmax(-1).numpy(),
+                                   unmerged(**batch).logits.softmax(-1).numpy(), atol=1e-4)
+    tags, _, _ = adapter.tag_words(sentences)
+    assert [len(t) for t in tags] == [7, 3]
