@@ -84,12 +84,19 @@ def generate(name: str, prompt: str, max_new_tokens: int = 50, temperature: floa
 
 
 def inspect(name: str, text: str) -> str:
-    """What a model does with a text: tokens, ids, attention mask, hidden-state shapes, and its sizes."""
+    """What a model does with a text: tokens, ids, attention mask, hidden-state shapes, and its sizes.
+    A run folder loads as its recipe's model (with its head and adapter); anything else as the bare model."""
     from transformers import AutoModel
 
+    from pipeline import runs
     from pipeline.inference import LoadOptions
+    from pipeline.registry import get_recipe
 
-    model, tokenizer = load(name, AutoModel, "inspect", LoadOptions(device="cpu", precision="fp32"))
+    model_class = AutoModel
+    if (Path(name) / runs.CONFIG_FILE).exists():
+        config = runs.load_run_config(name)
+        model_class = get_recipe(config.recipe).model_class(config)
+    model, tokenizer = load(name, model_class, "inspect", LoadOptions(device="cpu", precision="fp32"))
     encoded = tokenizer(text, return_tensors="pt")
     with torch.inference_mode():
         out = model(**encoded, output_hidden_states=True)
@@ -104,7 +111,7 @@ def inspect(name: str, text: str) -> str:
         lines.append(f"token type ids: {encoded['token_type_ids'][0].tolist()}")
     lines += [f"hidden states: {len(hidden)} tensors (embeddings + one per layer), each {tuple(hidden[0].shape)} "
               f"(batch, tokens, hidden size)" if hidden else "hidden states: not returned by this model",
-              f"last hidden state: {tuple(out.last_hidden_state.shape)}",
+              f"output: {', '.join(f'{k} {tuple(v.shape)}' for k, v in out.items() if hasattr(v, 'shape'))}",
               f"hidden size {config.hidden_size}, attention heads {config.num_attention_heads}, "
               f"layers {config.num_hidden_layers}, vocabulary {config.vocab_size:,}",
               f"parameters: {sum(p.numel() for p in model.parameters()):,}"]

@@ -62,15 +62,17 @@ def resolve_lora_targets(config: Any) -> None:
     config.lora.target_modules = lora_targets(model_type, names)
 
 
-def apply_method(model: torch.nn.Module, config: Any, task_type: str | None) -> torch.nn.Module:
+def apply_method(model: torch.nn.Module, config: Any, task_type: str | None,
+                 fresh_head: bool = True) -> torch.nn.Module:
     """Prepare ``model`` for ``config.method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``
-    (None: peft's generic wrapper). The task head (``architectures.head_modules``) trains in full
-    under every method but prompt tuning: a fresh classifier must learn, and BERT's pooler feeds it."""
+    (None: peft's generic wrapper). A ``fresh_head`` (a classifier: ``architectures.head_modules``)
+    trains in full under every method but prompt tuning: it starts from random weights, and BERT's
+    pooler feeds it. A language model's pretrained head is left to the method."""
     method = config.method
     if method == "full":
         return model
     if method == "head":
-        heads = head_modules(model)
+        heads = head_modules(model) if fresh_head else []
         if not heads:
             raise PipelineError(f"method head needs a model with a separate task head; "
                                 f"{type(model).__name__} has none, use method full or lora")
@@ -81,7 +83,7 @@ def apply_method(model: torch.nn.Module, config: Any, task_type: str | None) -> 
         raise PipelineError(f"method {method!r} is unknown; choose full, head or one of {', '.join(PEFT_METHODS)}")
     from peft import get_peft_model
 
-    peft_config = _peft_config(model, config, task_type)
+    peft_config = _peft_config(model, config, task_type, fresh_head)
     try:
         return get_peft_model(model, peft_config)
     except ValueError as exc:  # peft's own refusals, e.g. prefix tuning on a model without a KV cache
@@ -90,7 +92,7 @@ def apply_method(model: torch.nn.Module, config: Any, task_type: str | None) -> 
                             f"choose another method (lora works on every model)") from None
 
 
-def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None) -> Any:
+def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None, fresh_head: bool) -> Any:
     import peft
 
     method, lora = config.method, config.lora
@@ -114,7 +116,7 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None) -> 
                                 f"tuning runs with the causal_lm recipe only; choose prompt or lora here")
         cls = peft.PromptTuningConfig if method == "prompt" else peft.PrefixTuningConfig
         return cls(task_type=task, num_virtual_tokens=config.prompt.num_virtual_tokens)
-    extra = head_parameters_to_save(model)
+    extra = head_parameters_to_save(model) if fresh_head else []
     if method == "ia3":
         ours = ia3_targets(model_type_of(model))  # else peft knows the architecture's layers
         targets = dict(target_modules=ours[0], feedforward_modules=ours[1]) if ours else {}

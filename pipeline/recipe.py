@@ -50,6 +50,9 @@ class Recipe:
     commands: ClassVar[frozenset[str]]  # the commands its runs support
     usage: ClassVar[str]  # a command line that uses a finished run, with {run}
     causal: ClassVar[bool] = False  # logits at position t predict token t + 1
+    # whether the task model puts a fresh head on the base (classifiers), which then trains in full
+    # under every method; a language model's head is pretrained (and often tied to the embeddings)
+    fresh_head: ClassVar[bool] = False
 
     def build(self, config: Any) -> Task:
         raise NotImplementedError

@@ -193,7 +193,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
             runs.prepare(config, overwrite)
         state.wait_for_everyone()
     task = recipe.build(config)
-    model = apply_method(task.model, config, recipe.peft_task_type)
+    model = apply_method(task.model, config, recipe.peft_task_type, recipe.fresh_head)
     params = parameter_report(model)
     print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")

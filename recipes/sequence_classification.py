@@ -31,6 +31,7 @@ class SequenceClassification(Recipe):
     summary = "one label per text (sentiment, topics); full, head or any peft method"
     auto_class = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
+    fresh_head = True
     metric = "accuracy"
     commands = frozenset({"train", "evaluate", "compare", "predict", "serve", "inspect", "export", "push"})
     usage = 'pipeline predict {run} --text "A true cinematic achievement!"'

@@ -34,6 +34,7 @@ class TokenClassification(Recipe):
     summary = "one tag per word (NER, IOB2), entity-level F1 with seqeval; full, head or peft"
     auto_class = "AutoModelForTokenClassification"
     peft_task_type = "TOKEN_CLS"
+    fresh_head = True
     metric = "f1"
     commands = frozenset({"train", "evaluate", "compare", "ner", "inspect", "export", "push"})
     usage = 'pipeline ner {run} --text "Apple Inc. is looking at buying a U.K. startup."'

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli
 from pipeline.errors import PipelineError
-from pipeline.inference import TextClassifier
+from pipeline.inference import LoadOptions, TextClassifier
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +82,15 @@ def test_predict_streams_a_csv_file_to_a_csv_output(lora_run, tmp_path, sst2_row
     assert all(len(json.loads(r["top_k"])) == 2 for r in rows)
 
 
-def test_bf16_and_int8_agree_with_fp32_on_most_texts(lora_run, sst2_rows):
-    texts = [s for s, _ in sst2_rows[:200]]
+def test_bf16_and_int8_agree_with_fp32_on_most_texts(lora_run):
+    from pipeline.data import data_root, read_file
+
+    texts = read_file(data_root() / "sst2" / "dev.tsv")["sentence"]  # all 872
     fp32 = np.argmax(TextClassifier.from_run(lora_run).probabilities(texts), -1)
-    # bf16 keeps fp32's decisions almost everywhere; int8 flips those near the boundary (bench: 94.6%)
-    for precision, agreement in (("bf16", 0.97), ("int8", 0.85)):
-        other = np.argmax(TextClassifier.from_run(lora_run, precision=precision).probabilities(texts), -1)
+    # Measured on this run's dev set: bf16 flips 2 of 872 decisions (99.77%), int8 50 (94.3%).
+    # Margins: 4 sentences for bf16, 2 points for int8, whose flips depend more on the trained weights.
+    for precision, agreement in (("bf16", 0.993), ("int8", 0.92)):
+        other = np.argmax(TextClassifier.from_run(lora_run, options=LoadOptions(precision=precision)).probabilities(texts), -1)
         assert (other == fp32).mean() >= agreement, precision
 
 
