@@ -55,13 +55,15 @@ def main() -> None:
         return child(args.child, args.run, args.tasks)
     from pipeline.cli import _quiet_libraries
     from pipeline.config import load_config
+    from pipeline.registry import get_recipe
     from pipeline.training import train
 
     _quiet_libraries()
     with tempfile.TemporaryDirectory() as tmp:
-        run = str(train(load_config(ROOT / "recipes/configs/sst2_lora.yaml", [
+        config = load_config(ROOT / "recipes/configs/sst2_lora.yaml", [
             "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "training.max_steps=2",
-            f"output_dir={tmp}/lora"])))
+            f"output_dir={tmp}/lora"])
+        run = str(train(config, get_recipe(config.recipe)))
         adapter_mb = (Path(run) / "adapter_model.safetensors").stat().st_size / 2**20
         one = measure("full", run, 1)
         shared = measure("adapters", run, args.tasks)

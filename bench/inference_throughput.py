@@ -124,14 +124,16 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     _quiet_libraries()
+    from pipeline.registry import get_recipe
     from pipeline.training import train
 
     peak = gemm_peak()
     print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or train(load_config(ROOT / "recipes/configs/sst2_full.yaml", [
+        config = load_config(ROOT / "recipes/configs/sst2_full.yaml", [
             "dataset.max_train_samples=2000", "training.num_train_epochs=1", "training.save_strategy=no",
-            "training.eval_strategy=no", f"output_dir={tmp}/run"]))
+            "training.eval_strategy=no", f"output_dir={tmp}/run"])
+        run = args.run or train(config, get_recipe(config.recipe))
         loaded = load_run_model(run, AutoModelForSequenceClassification)  # plain: the baselines get it as is
     model, tokenizer = loaded.model, loaded.tokenizer
     sst2 = load_text_classification(DatasetConfig(name="sst2"), 0).splits

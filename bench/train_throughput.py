@@ -88,6 +88,7 @@ def seed_style(rows: int, seed: int, workdir: Path) -> dict:
 
 
 def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path) -> dict:
+    from pipeline.registry import get_recipe
     from pipeline.training import train
 
     name = f"{method}{'-bf16' if bf16 else ''}"
@@ -96,7 +97,7 @@ def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path) -> dict:
         f"training.learning_rate={LEARNING_RATE[method]}", "training.eval_strategy=no",
         "training.save_strategy=no", f"training.bf16={'true' if bf16 else 'false'}",
         f"output_dir={workdir / name}"])
-    run_dir = train(config)
+    run_dir = train(config, get_recipe(config.recipe))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"seconds": metrics["train"]["seconds"], "accuracy": metrics["validation"]["accuracy"],
             "method": method, "bf16": bf16}

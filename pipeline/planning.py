@@ -122,7 +122,7 @@ def activation_bytes(config: Any, batch: int, seq_len: int, bytes_per_value: int
 
 
 def estimate(config: Any, model: torch.nn.Module, batch: int, seq_len: int, precision: str, r: int = 8,
-             targets: tuple[str, ...] = ("query", "value"), virtual_tokens: int = 20,
+             targets: tuple[str, ...] | None = None, virtual_tokens: int = 20,
              num_labels: int = 2) -> list[MethodEstimate]:
     """Training memory per method. ``precision`` fp32: 4 bytes per weight; bf16: the frozen weights
     in bf16 (2 bytes), trainable ones as fp32 masters (4 bytes). Gradients 4 bytes and AdamW's two
@@ -131,6 +131,10 @@ def estimate(config: Any, model: torch.nn.Module, batch: int, seq_len: int, prec
     h, layers = config.hidden_size, config.num_hidden_layers
     classifier = h * num_labels + num_labels  # the fresh task head; the base (BERT's pooler included) is in params
     head = h * h + h + classifier  # pooler + classifier: what head-only and the peft methods train in full
+    if targets is None:  # what a run with no lora.target_modules adapts
+        from pipeline.architectures import lora_targets
+
+        targets = tuple(lora_targets(config.model_type, [n for n, _ in model.named_modules()]))
     lora = lora_parameters(model, r, list(targets)).total + head
     ia3 = layers * (2 * h + config.intermediate_size) + head
     prompt = virtual_tokens * h + head

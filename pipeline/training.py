@@ -105,7 +105,6 @@ def training_arguments(config: RunConfig, recipe: Recipe, task: Task, run_dir: P
         warmup_steps=0.1,
         weight_decay=0.01,
         max_grad_norm=1.0,
-        optim="adamw_torch_fused",  # one kernel for all parameters: ~1.5x faster steps on CPU than the loop
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,

@@ -156,3 +156,12 @@ def test_token_classification_lora_exports_a_token_classifier(model_type, zoo, t
                                    unmerged(**batch).logits.softmax(-1).numpy(), atol=1e-4)
     tags, _, _ = adapter.tag_words(sentences)
     assert [len(t) for t in tags] == [7, 3]
+
+
+def test_lora_params_and_advise_plan_with_the_architecture_defaults(zoo, capsys):
+    assert run_cli("lora-params", "--model", zoo("distilbert"), "--r", "4") == 0
+    out = capsys.readouterr().out
+    # q_lin and v_lin are 32 x 32 in each of 2 layers: 4 * (32 + 32) * 4 = 1,024 LoRA parameters
+    assert "q_lin" in out and "v_lin" in out and "total LoRA parameters: 1,024" in out
+    assert run_cli("advise", "--model", zoo("modernbert"), "--train-size", "500", "--gpu-memory", "8GB") == 0
+    assert "recommendation: LoRA" in capsys.readouterr().out

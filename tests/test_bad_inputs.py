@@ -147,8 +147,9 @@ def test_bad_input(name, tmp_path, sst2_rows, capsys, monkeypatch):
     assert {k: v for k, v in after.items() if k in before} == before  # nothing that existed was changed
 
 
-def test_at_least_25_cases():
-    assert len(CASES) >= 25
+def test_the_readme_counts_the_cases_this_file_checks():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"`tests/test_bad_inputs.py` checks {len(CASES)} cases" in readme
 
 
 def test_debug_shows_the_traceback(capsys):
@@ -157,17 +158,28 @@ def test_debug_shows_the_traceback(capsys):
 
 
 def test_disk_full_during_a_save_keeps_the_checkpoints(tmp_path, capsys, monkeypatch):
-    from pipeline import training
+    """The disk fills at the second checkpoint: the first stays complete, and --resume finishes the run."""
+    from pipeline import runs, training
 
-    def full_disk(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    original = training.PipelineTrainer._save_checkpoint
 
-    monkeypatch.setattr(training.PipelineTrainer, "_save_checkpoint", full_disk)
-    assert run_cli("train", "sst2_lora", "dataset.max_train_samples=64", "dataset.max_eval_samples=32",
-                   "training.max_steps=4", f"output_dir={tmp_path}/run") == 2
+    def full_disk_at_step_4(self, *args, **kwargs):
+        if self.state.global_step >= 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.PipelineTrainer, "_save_checkpoint", full_disk_at_step_4)
+    args = ["train", "sst2_lora", "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "training.max_steps=6",
+            "training.eval_strategy=no", "training.save_strategy=steps", "training.save_steps=2",
+            f"output_dir={tmp_path}/run"]
+    assert run_cli(*args) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and "--resume" in err and "Traceback" not in err
-    assert (tmp_path / "run" / "run_config.yaml").exists()
+    assert "complete checkpoints: 1" in err
+    assert [p.name for p in runs.complete_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+    monkeypatch.setattr(training.PipelineTrainer, "_save_checkpoint", original)  # room again
+    assert run_cli(*args, "--resume") == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["steps"] == 6
 
 
 def test_nan_loss_stops_the_run_with_a_message(tmp_path, capsys, monkeypatch):

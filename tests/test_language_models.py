@@ -86,12 +86,16 @@ def test_short_mlm_run_lowers_held_out_loss_and_fill_mask_reads_the_run(tmp_path
         assert all(p["token"] for p in predictions)
 
 
-def test_nsp_run_reports_nsp_accuracy(tmp_path):
+def test_nsp_run_learns_next_sentence_prediction(tmp_path):
+    """Measured: NSP accuracy 0.47 before and 0.70 after 60 steps on the 47 held-out pairs (loss 8.5 -> 5.6);
+    the thresholds leave 5 pairs of margin."""
     out = tmp_path / "nsp"
     assert run_cli("train", "tiny_shakespeare_mlm", "lm.next_sentence_prediction=true", "dataset.max_train_samples=200",
-                   "dataset.max_eval_samples=40", "training.max_steps=10", *QUICK, f"output_dir={out}") == 0
+                   "dataset.max_eval_samples=40", "training.max_steps=60", *QUICK, f"output_dir={out}") == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 <= metrics["validation"]["nsp_accuracy"] <= 1 and "nsp_accuracy" in metrics["before"]
+    assert metrics["validation"]["nsp_accuracy"] >= 0.6
+    assert metrics["validation"]["nsp_accuracy"] > metrics["before"]["nsp_accuracy"] + 0.1
+    assert metrics["validation"]["loss"] < metrics["before"]["loss"] - 1
 
 
 def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
@@ -120,9 +124,37 @@ def test_gpt2_from_scratch_lowers_validation_perplexity(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("generate", out, "ROMEO:", "--max-new-tokens", "12", "--seed", "1") == 0
     first = capsys.readouterr().out
-    assert first.startswith("ROMEO:") and len(first) > len("ROMEO:\n")
     assert run_cli("generate", out, "ROMEO:", "--max-new-tokens", "12", "--seed", "1") == 0
     assert capsys.readouterr().out == first  # the same seed, the same text
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert greedy_cli(out, capsys) == greedy_direct(AutoModelForCausalLM.from_pretrained(out),
+                                                    AutoTokenizer.from_pretrained(out))
+
+
+def greedy_cli(run, capsys, tokens: int = 8) -> str:
+    capsys.readouterr()
+    assert run_cli("generate", run, "ROMEO:", "--max-new-tokens", str(tokens), "--temperature", "0") == 0
+    return capsys.readouterr().out.rstrip("\n")
+
+
+def greedy_direct(model, tokenizer, tokens: int = 8) -> str:
+    """Greedy decoding with transformers alone: what `pipeline generate --temperature 0` must print."""
+    encoded = tokenizer("ROMEO:", return_tensors="pt")
+    with torch.inference_mode():
+        out = model.eval().generate(**encoded, max_new_tokens=tokens, do_sample=False,
+                                    pad_token_id=tokenizer.eos_token_id)
+    return "ROMEO:" + tokenizer.decode(out[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def adapter_on_base(run):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.models import resolve_model
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2"))
+    return PeftModel.from_pretrained(base, run), AutoTokenizer.from_pretrained(run)
 
 
 def test_smollm2_lora_saves_a_small_adapter_and_generates(tmp_path, capsys):
@@ -134,10 +166,9 @@ def test_smollm2_lora_saves_a_small_adapter_and_generates(tmp_path, capsys):
     assert adapter.exists() and adapter.stat().st_size < 5 * 2**20
     assert not (out / "model.safetensors").exists()
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["parameters"]["percent"] < 1 and metrics["before"]["perplexity"] > 1
-    capsys.readouterr()
-    assert run_cli("generate", out, "ROMEO:", "--max-new-tokens", "8", "--temperature", "0") == 0
-    assert capsys.readouterr().out.startswith("ROMEO:")
+    assert metrics["parameters"]["percent"] < 1
+    assert metrics["validation"]["loss"] < metrics["before"]["loss"]  # measured: 4.87 -> 4.83 in 4 steps
+    assert greedy_cli(out, capsys) == greedy_direct(*adapter_on_base(out))  # the adapter is what generates
 
 
 def test_smollm2_classifies_sentiment_with_lora(tmp_path):
@@ -147,18 +178,35 @@ def test_smollm2_classifies_sentiment_with_lora(tmp_path):
     assert run_cli("train", "sst2_smollm2_lora", "dataset.max_train_samples=64", "dataset.max_eval_samples=32",
                    "training.max_steps=4", "training.per_device_train_batch_size=8", *QUICK,
                    f"output_dir={out}") == 0
-    probs = TextClassifier.from_run(out).probabilities(["A true cinematic achievement!", "Boring."])
-    assert probs.shape == (2, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # A decoder classifies from its last real token: padding a short text in a batch must not move it.
+    texts = ["A true cinematic achievement!", "Boring.", "It is a long, slow and rather beautiful film about loss."]
+    classifier = TextClassifier.from_run(out)
+    batched = classifier.probabilities(texts)
+    alone = np.concatenate([classifier.probabilities([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-4)
+    recorded = json.loads((out / "metrics.json").read_text())["validation"]
+    assert run_cli("evaluate", out) == 0
+    assert json.loads((out / "metrics.json").read_text())["validation"] == recorded
 
 
 def test_dapt_run_folder_feeds_the_classification_recipe(tmp_path):
+    """The classifier starts from the domain-adapted encoder: with the encoder frozen (method head),
+    its saved encoder weights are the DAPT run's, which differ from the packaged MiniLM's."""
+    from safetensors.torch import load_file
+
+    from pipeline.models import resolve_model
+
     mlm = tmp_path / "dapt"
     assert run_cli("train", "imdb_dapt", "dataset.max_train_samples=60", "dataset.max_eval_samples=20",
                    "training.max_steps=4", *QUICK, f"output_dir={mlm}") == 0
     cls = tmp_path / "cls"
-    assert run_cli("train", "sst2_full", f"model={mlm}", "dataset.max_train_samples=64", "dataset.max_eval_samples=32",
+    assert run_cli("train", "sst2_head", f"model={mlm}", "dataset.max_train_samples=64", "dataset.max_eval_samples=32",
                    "training.max_steps=4", *QUICK, f"output_dir={cls}") == 0
-    assert json.loads((cls / "metrics.json").read_text())["validation"]["rows"] == 32
+    dapt, classifier = load_file(mlm / "model.safetensors"), load_file(cls / "model.safetensors")
+    original = load_file(f"{resolve_model('minilm')}/model.safetensors")
+    name = "bert.encoder.layer.3.attention.self.query.weight"
+    assert torch.equal(classifier[name], dapt[name])
+    assert not torch.equal(dapt[name], original[next(k for k in original if k.endswith(name[5:]))])
 
 
 def test_inspect_reports_tokens_shapes_and_sizes(capsys):

@@ -16,16 +16,20 @@ from pipeline.inference import TextClassifier
 REVIEWS = ["A true cinematic achievement!", "Boring and predictable."]
 
 
-def test_lora_run_beats_70_percent_dev_accuracy(lora_run):
+# Measured on these 2,000-row runs: LoRA 0.798 and full 0.786 dev accuracy (Intel Xeon with AMX, bf16
+# autocast), about 0.78 on an AMD EPYC in fp32; the thresholds leave 3 points for the machine and seed.
+
+
+def test_lora_run_reaches_its_measured_dev_accuracy(lora_run):
     metrics = json.loads((lora_run / "metrics.json").read_text())
     assert metrics["validation"]["rows"] == 872
-    assert metrics["validation"]["accuracy"] > 0.70
+    assert metrics["validation"]["accuracy"] > 0.75
     assert metrics["parameters"]["percent"] < 1.0
 
 
-def test_full_run_beats_70_percent_dev_accuracy(full_run):
+def test_full_run_reaches_its_measured_dev_accuracy(full_run):
     metrics = json.loads((full_run / "metrics.json").read_text())
-    assert metrics["validation"]["accuracy"] > 0.70
+    assert metrics["validation"]["accuracy"] > 0.75
     assert metrics["parameters"]["trainable"] == metrics["parameters"]["total"]
 
 
@@ -66,6 +70,7 @@ def test_overrides_land_in_the_resolved_config(lora_run):
     assert config["dataset"]["max_train_samples"] == 2000
     assert config["training"]["num_train_epochs"] == 2
     assert config["training"]["learning_rate"] == pytest.approx(1e-3)  # "1e-3" typed as float
+    # the shipped config leaves the targets to the architecture; the run records what was adapted
     assert config["lora"] == {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["query", "value"]}
 
 
@@ -98,10 +103,11 @@ def test_predict_reads_a_text_file(lora_run, tmp_path, capsys, sst2_rows):
     assert all(l["label"] in ("negative", "positive") and 0.5 <= l["score"] <= 1 for l in lines)
 
 
-def test_evaluate_command_reproduces_the_training_metrics(lora_run, capsys):
-    recorded = json.loads((lora_run / "metrics.json").read_text())["validation"]["accuracy"]
+def test_evaluate_command_reproduces_the_training_metrics_exactly(lora_run, capsys):
+    recorded = json.loads((lora_run / "metrics.json").read_text())["validation"]
     assert run_cli("evaluate", lora_run) == 0
-    assert f"accuracy {recorded:.4f}" in capsys.readouterr().out
+    assert json.loads((lora_run / "metrics.json").read_text())["validation"] == recorded
+    assert f"accuracy {recorded['accuracy']:.4f}" in capsys.readouterr().out
 
 
 def test_evaluate_on_unlabelled_glue_test_split_says_so(lora_run, capsys):
