@@ -38,7 +38,8 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 from bench.train_throughput import gemm_peak  # noqa: E402
 from pipeline.cli import _quiet_libraries  # noqa: E402
-from pipeline.config import DatasetConfig, load_config  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.schema import DatasetConfig  # noqa: E402
 from pipeline.data import load_text_classification  # noqa: E402
 from pipeline.inference import TextClassifier, first_token_last_layer, load_run_model, with_precision  # noqa: E402
 

@@ -19,6 +19,8 @@ from pipeline.words import join_words, split_words
 def load_lexicon(path: str | Path) -> dict[str, list[str]]:
     """Read ``word<TAB>synonym,synonym,...`` lines (case-insensitive keys; blank and # lines skipped)."""
     lexicon: dict[str, list[str]] = {}
+    if not Path(path).is_file():
+        raise PipelineError(f"augment.lexicon {path} does not exist; check the path")
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:

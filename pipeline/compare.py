@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import METHODS, apply_overrides, load_yaml, validate
+from pipeline.config import apply_overrides, load_yaml, validate
+from pipeline.schema import METHODS
 from pipeline.errors import PipelineError
 
 RESULTS = ("comparison.json", "comparison.md", "comparison.png")

@@ -46,8 +46,8 @@ def fill_mask(name: str, text: str, top_k: int = 5, options: Any = None) -> list
     encoded = tokenizer(text, return_tensors="pt", truncation=True).to(model.device)
     positions = (encoded["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten().tolist()
     if not positions:
-        raise PipelineError(f"the text has no mask; write [MASK] where a word should be predicted, "
-                            f"e.g. \"The capital of France is [MASK].\"")
+        raise PipelineError("the text has no mask; write [MASK] where a word should be predicted, "
+                            "e.g. \"The capital of France is [MASK].\"")
     with torch.inference_mode():
         logits = model(**encoded).logits[0]
     results = []

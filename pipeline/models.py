@@ -129,7 +129,7 @@ def load_model_config(name: str) -> Any:
                             f"{offline} or a local folder") from None
 
 
-def skeleton(config: Any) -> torch.nn.Module:
+def skeleton(config: Any) -> Any:
     """The base model of ``config`` with every tensor on the meta device: real shapes, no memory."""
     import torch
     from transformers import AutoModel

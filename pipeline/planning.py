@@ -13,7 +13,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.methods import expand_target_aliases
-from pipeline.models import SHIPPED_CONFIGS, load_model_config, skeleton
+from pipeline.models import load_model_config, skeleton
 
 GiB = 2**30
 DISPLAY = {"full": "full fine-tuning", "head": "head-only training", "lora": "LoRA", "ia3": "IA3", "prompt": "prompt tuning"}

@@ -30,9 +30,6 @@ class Task:
     label_names: list[str] = field(default_factory=list)
     final_splits: tuple[str, ...] = ("validation",)  # labelled splits scored at the end (evaluate_run)
     preprocess_logits: Callable | None = None  # Trainer's preprocess_logits_for_metrics
-    # the recipe's TrainingArguments defaults, e.g. label_names: the batch fields Trainer hands to
-    # compute_metrics as labels (peft's generic wrapper hides them from Trainer's own lookup)
-    training_defaults: dict[str, Any] = field(default_factory=dict)
     # language models: scores a model on the validation set with the scorer ``evaluate_run`` uses, so
     # the starting model's scores ("before" in metrics.json) compare like with like with the final ones
     score: Callable[[Any], dict[str, float]] | None = None
@@ -62,6 +59,11 @@ class Recipe:
         flags) and score ``split``, recording the scores in the run folder. Training records its final
         scores through this same function, so ``pipeline evaluate`` reproduces them exactly."""
         raise NotImplementedError
+
+    def training_defaults(self, config: Any) -> dict[str, Any]:
+        """The recipe's own TrainingArguments settings, e.g. ``label_names``: the batch fields Trainer
+        hands to compute_metrics as labels (peft's generic wrapper hides them from Trainer's lookup)."""
+        return {}
 
     def model_class(self, config: Any) -> Any:
         """The transformers class that loads this recipe's model for ``config``."""

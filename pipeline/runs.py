@@ -19,7 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import RunConfig, save_config, validate
+from pipeline.config import save_config, validate
+from pipeline.schema import RunConfig
 from pipeline.errors import PipelineError
 
 CONFIG_FILE = "run_config.yaml"

@@ -20,12 +20,12 @@ from transformers.trainer_callback import PrinterCallback
 
 from pipeline import runs
 from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
-from pipeline.config import TRAINING_EXTRAS, RunConfig, training_argument_types
+from pipeline.schema import TRAINING_EXTRAS, RunConfig, validate_training
 from pipeline.errors import PipelineError
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
 from pipeline.metrics import plot_curves
 from pipeline.model_card import write_model_card
-from pipeline.recipe import Recipe, Task
+from pipeline.recipe import Recipe
 
 
 class PipelineTrainer(Trainer):
@@ -93,9 +93,12 @@ def layerwise_parameter_groups(model: torch.nn.Module, learning_rate: float, dec
     return [groups[key] for key in sorted(groups)]
 
 
-def training_arguments(config: RunConfig, recipe: Recipe, task: Task, run_dir: Path) -> tuple[TrainingArguments, int | None]:
-    """The seed's recipe as defaults (AdamW, linear decay after 10% warmup, weight decay 0.01, which
-    Trainer keeps off biases and LayerNorm, clipping at 1.0), overridden by ``training:``."""
+def resolve_training(config: RunConfig, recipe: Recipe) -> None:
+    """Fill ``config.training`` with every setting the run will use: the seed's recipe as defaults
+    (AdamW, linear decay after 10% warmup, weight decay 0.01, which Trainer keeps off biases and
+    LayerNorm, clipping at 1.0), the method's learning rate, the recipe's own settings, mixed
+    precision by hardware, then the user's keys on top. run_config.yaml records the result, so
+    training from it repeats the run."""
     settings: dict[str, Any] = dict(
         num_train_epochs=3,
         per_device_train_batch_size=16,
@@ -116,12 +119,10 @@ def training_arguments(config: RunConfig, recipe: Recipe, task: Task, run_dir: P
         train_sampling_strategy="group_by_length",
         report_to="none",
         disable_tqdm=True,
-        dataloader_pin_memory=torch.cuda.is_available(),
     )
-    settings.update(task.training_defaults)
+    settings.update(recipe.training_defaults(config))
     settings.update(config.training)
-    patience = settings.pop("early_stopping_patience", None)
-    if patience and settings.get("eval_strategy") == "no":
+    if settings.get("early_stopping_patience") and settings.get("eval_strategy") == "no":
         raise PipelineError("training.early_stopping_patience needs evaluation; set training.eval_strategy=epoch")
     if settings.get("eval_strategy") == "no":
         settings["load_best_model_at_end"] = False
@@ -133,19 +134,22 @@ def training_arguments(config: RunConfig, recipe: Recipe, task: Task, run_dir: P
             settings[launched] = True
         else:  # "no" is also accelerate's unset default, so it does not turn the automatic choice off
             settings["bf16"] = native_bf16()
-    if cpu_only():
-        if settings.get("fp16"):
-            raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
-        # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes.
+    config.training = validate_training(settings)
+
+
+def training_arguments(config: RunConfig, run_dir: Path) -> tuple[TrainingArguments, int | None]:
+    """TrainingArguments from the resolved ``config.training`` and where this process runs."""
+    settings = {k: v for k, v in config.training.items() if k not in TRAINING_EXTRAS}
+    settings.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    if cpu_only():  # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes
         settings.setdefault("use_cpu", True)
-    settings = {k: v for k, v in settings.items() if k in training_argument_types() and k not in TRAINING_EXTRAS}
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # for report_to: tensorboard
     try:
         args = TrainingArguments(output_dir=str(run_dir / runs.CHECKPOINTS), seed=config.seed, **settings)
     except (ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise PipelineError(f"training settings rejected: {first}") from None
-    return args, patience
+    return args, config.training.get("early_stopping_patience")
 
 
 def peak_memory_mb() -> float:
@@ -171,10 +175,23 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def check_machine(config: RunConfig) -> None:
+    """What the config needs of this machine, checked before anything loads (validation checks the
+    config alone, so that a finished run's config loads anywhere)."""
+    lexicon = config.augment.lexicon
+    if config.augment.factor and lexicon and not Path(lexicon).is_file():
+        raise PipelineError(f"augment.lexicon {lexicon} does not exist; check the path")
+    if config.training.get("fp16") and cpu_only():
+        raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
+
+
 def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: str | None = None) -> Path:
     """Run ``config`` with ``recipe`` end to end and return the run folder; ``resume`` ("latest" or a
     checkpoint path) continues an interrupted run from its checkpoint."""
-    resolve_lora_targets(config)  # before the config is saved or compared: the run records what it adapts
+    check_machine(config)
+    # Before the config is saved or compared with a resumed run's: the run records what it does.
+    resolve_lora_targets(config)
+    resolve_training(config, recipe)
     set_seed(config.seed)  # before the task head is initialised: the same seed gives the same run
     checkpoint = None
     if resume:
@@ -196,7 +213,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     params = parameter_report(model)
     print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
-    args, patience = training_arguments(config, recipe, task, run_dir)
+    args, patience = training_arguments(config, run_dir)
     precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
     print(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
           f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")

@@ -17,7 +17,7 @@ from typing import Any
 from transformers import AutoModelForCausalLM, default_data_collator
 
 from pipeline import runs
-from pipeline.config import RunConfig
+from pipeline.schema import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
 from pipeline.inference import LoadOptions, load_run_model
@@ -62,8 +62,10 @@ class CausalLM(Recipe):
         return Task(model=model, tokenizer=tokenizer, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
                     collator=default_data_collator, compute_metrics=partial(lm_metrics, causal=True),
                     preprocess_logits=partial(scores_from_logits, causal=True),
-                    score=partial(lm_scores, dataset=blocks["validation"], collator=default_data_collator, causal=True),
-                    training_defaults={"label_names": ["labels"]})
+                    score=partial(lm_scores, dataset=blocks["validation"], collator=default_data_collator, causal=True))
+
+    def training_defaults(self, config: RunConfig) -> dict[str, Any]:
+        return {"label_names": ["labels"]}
 
     def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:

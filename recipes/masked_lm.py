@@ -19,7 +19,7 @@ from typing import Any
 from transformers import AutoModelForMaskedLM, BertForPreTraining
 
 from pipeline import runs
-from pipeline.config import RunConfig
+from pipeline.schema import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
 from pipeline.inference import LoadOptions, load_run_model
@@ -58,13 +58,15 @@ class MaskedLM(Recipe):
         kind = "sentence pairs" if lm.next_sentence_prediction else f"blocks of {block_size(config, tokenizer)} tokens"
         print(f"data: {len(encoded['train']):,} training and {len(validation):,} validation {kind}; "
               f"{lm.mlm_probability:.0%} of tokens masked{' by whole word' if lm.whole_word_mask else ''}")
-        fields = ["labels", "next_sentence_label"] if lm.next_sentence_prediction else ["labels"]
         return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"], eval_dataset=validation,
                     collator=collator, compute_metrics=partial(lm_metrics, causal=False),
                     preprocess_logits=partial(scores_from_logits, causal=False),
-                    score=partial(lm_scores, dataset=validation, collator=collator, causal=False),
-                    # the collator needs the special-token mask and word offsets, which the model does not take
-                    training_defaults={"label_names": fields, "remove_unused_columns": False})
+                    score=partial(lm_scores, dataset=validation, collator=collator, causal=False))
+
+    def training_defaults(self, config: RunConfig) -> dict[str, Any]:
+        fields = ["labels", "next_sentence_label"] if config.lm.next_sentence_prediction else ["labels"]
+        # the collator needs the special-token mask and word offsets, which the model does not take
+        return {"label_names": fields, "remove_unused_columns": False}
 
     def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from pipeline import runs
 from pipeline.augment import augment_split
-from pipeline.config import RunConfig
+from pipeline.schema import RunConfig
 from pipeline.data import load_text_classification
 from pipeline.errors import PipelineError
 from pipeline.inference import LoadOptions, TextClassifier, label_kwargs

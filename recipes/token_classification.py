@@ -17,7 +17,7 @@ import numpy as np
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from pipeline import runs
-from pipeline.config import RunConfig
+from pipeline.schema import RunConfig
 from pipeline.data import load_token_classification
 from pipeline.errors import PipelineError
 from pipeline.inference import LoadOptions, TokenTagger, label_kwargs

@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import run_cli, write_tsv
+from conftest import run_cli
 
 Case = Callable[[Path, list], list]  # (tmp_path, sst2_rows) -> CLI arguments
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from conftest import write_tsv
-from pipeline.config import DatasetConfig
+from pipeline.schema import DatasetConfig
 from pipeline.data import load_text_classification, read_file
 from pipeline.errors import PipelineError
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from pipeline.config import DatasetConfig
+from pipeline.schema import DatasetConfig
 from pipeline.data import load_text_corpus
 from pipeline.language_modeling import IS_NEXT, NOT_NEXT, MaskingCollator, next_sentence_pairs, sentences
 from pipeline.models import load_tokenizer

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from pipeline.errors import PipelineError
 from pipeline.inference import TextClassifier, TokenTagger
 
 REVIEWS = ["A true cinematic achievement!", "Boring and predictable.", "not bad at all"]

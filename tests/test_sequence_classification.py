@@ -142,3 +142,17 @@ def test_logs_land_as_tensorboard_events_and_a_csv_table(tmp_path):
     with open(out / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert any(r.get("eval_accuracy") for r in rows) and any(r.get("loss") for r in rows)
+
+
+def test_a_runs_config_file_trains_the_same_run_again(tmp_path):
+    """run_config.yaml holds every resolved setting (the method's learning rate, the schedule, the
+    precision chosen for this hardware), so training from it repeats the run exactly."""
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert run_cli("train", "sst2_lora", "dataset.max_train_samples=200", "dataset.max_eval_samples=100",
+                   "training.max_steps=6", f"output_dir={first}") == 0
+    recorded = yaml.safe_load((first / "run_config.yaml").read_text())
+    assert recorded["training"]["warmup_steps"] == 0.1 and recorded["training"]["weight_decay"] == 0.01
+    assert recorded["training"]["metric_for_best_model"] == "accuracy" and "bf16" in recorded["training"]
+    assert run_cli("train", first / "run_config.yaml", f"output_dir={again}") == 0
+    a, b = (json.loads((run / "metrics.json").read_text()) for run in (first, again))
+    assert a["validation"] == b["validation"] and a["train"]["loss"] == b["train"]["loss"]

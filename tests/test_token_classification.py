@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from pipeline.config import DatasetConfig
+from pipeline.schema import DatasetConfig
 from pipeline.data import data_root, iob1_to_iob2, load_token_classification, read_conll
 from pipeline.errors import PipelineError
 from pipeline.inference import TokenTagger

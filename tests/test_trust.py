@@ -117,7 +117,7 @@ def test_overwrite_removes_the_previous_run_and_keeps_the_users_files(tmp_path):
 
 def test_integer_valued_float_labels_are_the_integers(tmp_path, sst2_rows):
     from pipeline.data import load_text_classification
-    from pipeline.config import DatasetConfig
+    from pipeline.schema import DatasetConfig
 
     train = write_tsv(tmp_path / "train.tsv", [(s, f"{int(l)}.0") for s, l in sst2_rows[:200]])
     dev = write_tsv(tmp_path / "dev.tsv", sst2_rows[200:260])
