@@ -19,10 +19,10 @@ sys.path.insert(0, str(ROOT))
 
 def child(kind: str, run: str, tasks: int) -> None:
     """Load the models, predict once with each, report the peak RSS in MiB."""
-    from pipeline.cli import _quiet_libraries
+    from pipeline.log import use_terminal
     from pipeline.inference import TextClassifier
 
-    _quiet_libraries()
+    use_terminal()
     text = ["A true cinematic achievement!"]
     if kind == "adapters":
         engine = TextClassifier.from_run(run, adapters={f"task{i}": run for i in range(1, tasks)})
@@ -53,12 +53,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.run, args.tasks)
-    from pipeline.cli import _quiet_libraries
+    from pipeline.log import use_terminal
     from pipeline.config import load_config
     from pipeline.registry import get_recipe
     from pipeline.training import train
 
-    _quiet_libraries()
+    use_terminal()
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(ROOT / "recipes/configs/sst2_lora.yaml", [
             "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "training.max_steps=2",

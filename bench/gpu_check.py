@@ -22,9 +22,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.cli import _quiet_libraries  # noqa: E402
+from pipeline.log import use_terminal  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.inference import LoadOptions, TextClassifier, TokenTagger  # noqa: E402
+from pipeline.inference import TextClassifier, TokenTagger  # noqa: E402
+from pipeline.loading import LoadOptions  # noqa: E402
 from pipeline.registry import get_recipe  # noqa: E402
 from pipeline.training import train  # noqa: E402
 
@@ -90,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("no CUDA GPU here; run this on a GPU machine")
-    _quiet_libraries()
+    use_terminal()
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     from pipeline.data import load_text_classification
     from pipeline.models import load_tokenizer

@@ -36,12 +36,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
-from bench.train_throughput import gemm_peak  # noqa: E402
-from pipeline.cli import _quiet_libraries  # noqa: E402
+from bench.train_throughput import gemm_peak, machine  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.schema import DatasetConfig  # noqa: E402
 from pipeline.data import load_text_classification  # noqa: E402
-from pipeline.inference import TextClassifier, first_token_last_layer, load_run_model, with_precision  # noqa: E402
+from pipeline.first_token import first_token_last_layer  # noqa: E402
+from pipeline.inference import TextClassifier  # noqa: E402
+from pipeline.loading import load_run_model, with_precision  # noqa: E402
+from pipeline.log import use_terminal  # noqa: E402
+from pipeline.schema import DatasetConfig  # noqa: E402
 
 
 def flops_per_token(config, mean_tokens: float) -> float:
@@ -99,7 +101,8 @@ def benchmark(title, texts, labels, model, tokenizer, max_length, peak, seed_sub
         results[name] = r
         print(f"{title} {name}: {r['texts_per_second']:.1f} texts/s", flush=True)
     reference = results["ours-fp32"]["predictions"]
-    print(f"\n{title}: {len(texts)} texts, mean {np.mean(tokens):.1f} tokens (max_length {max_length})\n")
+    print(f"\n{machine(peak)}\n{title}: {len(texts)} texts, mean {np.mean(tokens):.1f} tokens "
+          f"(max_length {max_length})\n")
     print("| method | texts/s | vs seed loop | vs hf pipeline | agreement with ours-fp32 | accuracy | share of peak |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
@@ -124,12 +127,12 @@ def main() -> None:
     parser.add_argument("--skip-sst2", action="store_true", help="only the IMDb part")
     parser.add_argument("--json")
     args = parser.parse_args()
-    _quiet_libraries()
+    use_terminal()
     from pipeline.registry import get_recipe
     from pipeline.training import train
 
     peak = gemm_peak()
-    print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    print(machine(peak))
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(ROOT / "recipes/configs/sst2_full.yaml", [
             "dataset.max_train_samples=2000", "training.num_train_epochs=1", "training.save_strategy=no",

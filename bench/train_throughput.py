@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.cli import _quiet_libraries  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import load_text_classification  # noqa: E402
+from pipeline.log import use_terminal  # noqa: E402
 from pipeline.models import resolve_model  # noqa: E402
 
 LEARNING_RATE = {"full": "5e-5", "lora": "1e-3"}
@@ -48,6 +48,17 @@ def gemm_peak() -> dict[str, float]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return {"fp32": module.peak(torch.float32), "bf16": module.peak(torch.bfloat16)}
+
+
+def machine(peak: dict[str, float]) -> str:
+    """The line every table carries: the CPU and the matmul peak it ran at."""
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (f"CPU: {cpu}, {torch.get_num_threads()} threads; matmul peak (gemm_peak.py) fp32 {peak['fp32']:.0f}, "
+            f"bf16 {peak['bf16']:.0f} GFLOP/s")
 
 
 def flops_per_token(model_config, tokens_per_text: float, method: str) -> float:
@@ -119,12 +130,11 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
-    _quiet_libraries()
+    use_terminal()
     from transformers import AutoConfig, AutoTokenizer
 
     peak = gemm_peak()
-    print(f"matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s, "
-          f"{torch.get_num_threads()} threads")
+    print(machine(peak))
     model_config = AutoConfig.from_pretrained(resolve_model("minilm"))
     cfg = load_config(ROOT / "recipes/configs/sst2_full.yaml", [f"dataset.max_train_samples={args.rows}"])
     texts = list(load_text_classification(cfg.dataset, args.seed).splits["train"]["text"])
@@ -145,7 +155,7 @@ def main() -> None:
             print(f"{name}: {samples_per_second:.1f} samples/s, dev accuracy {result['accuracy']:.4f}", flush=True)
 
     base = results.get("seed-style")
-    print(f"\nrows {args.rows}, mean {mean_len:.1f} real tokens per text (seed style computes 128)\n")
+    print(f"\n{machine(peak)}\nrows {args.rows}, mean {mean_len:.1f} real tokens per text (seed style computes 128)\n")
     print("| run | samples/s | vs seed style | dev accuracy | useful GFLOP/s | share of peak |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from pipeline.errors import PipelineError
+from pipeline.log import log
 
 
 class ProgressLine(TrainerCallback):
@@ -25,12 +25,12 @@ class ProgressLine(TrainerCallback):
                 parts.append(f"acc {logs['accuracy']:.3f}")
             if "learning_rate" in logs:
                 parts.append(f"lr {logs['learning_rate']:.2e}")
-            print("train | " + " | ".join(parts), flush=True)
+            log.info("train | " + " | ".join(parts))
         elif any(key.startswith("eval_") for key in logs):
             shown = {k[5:]: v for k, v in logs.items() if k.startswith("eval_") and isinstance(v, float)
                      and not k.endswith(("runtime", "per_second"))}
-            print(f"eval  | step {state.global_step} | {epoch} | " +
-                  " | ".join(f"{k} {v:.4f}" for k, v in shown.items()), flush=True)
+            log.info(f"eval  | step {state.global_step} | {epoch} | " +
+                  " | ".join(f"{k} {v:.4f}" for k, v in shown.items()))
 
 
 class NonFiniteLossGuard(TrainerCallback):
@@ -77,7 +77,3 @@ class AdaLoraSchedule(TrainerCallback):
 
     def on_optimizer_step(self, args, state, control, model=None, **kwargs):
         model.base_model.update_and_allocate(state.global_step)
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -6,9 +6,10 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from pipeline.errors import PipelineError
+from pipeline.log import use_terminal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    _quiet_libraries()
+    use_terminal()
     try:
         return args.handler(args) or 0
     except PipelineError as exc:
@@ -44,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Fine-tune, evaluate and serve transformer models from YAML recipes.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("train", parents=[common], help="train a model from a recipe config")
+    def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("train", cmd_train, "train a model from a recipe config")
     p.add_argument("config", help="a YAML config file, or the name of a shipped config (see `pipeline recipes`)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. training.num_train_epochs=1")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in output_dir")
@@ -52,33 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let the base model load from pickle weights (.bin), which can run code")
     p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue an interrupted run from its latest complete checkpoint (or the one given)")
-    p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("evaluate", parents=[common], help="score a finished run on a split of its dataset")
+    p = command("evaluate", cmd_evaluate, "score a finished run on a split of its dataset")
     p.add_argument("run", help="a run folder (the output_dir of a training run)")
     p.add_argument("--split", default="validation", help="validation (default) or test")
     p.add_argument("--batch-size", type=int, default=32)
     _add_load_options(p)
-    p.set_defaults(handler=cmd_evaluate)
 
-    p = sub.add_parser("predict", parents=[common], help="label texts with a finished run")
+    p = command("predict", cmd_predict, "label texts with a finished run")
     p.add_argument("run", help="a run folder")
     _add_input_options(p)
     p.add_argument("--output", help="write predictions to a .jsonl or .csv file instead of stdout")
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "label", "score"}')
     p.add_argument("--top-k", type=int, help="also give the k best labels with their scores")
     _add_engine_options(p)
-    p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("ner", parents=[common], help="find named entities with a token-classification run")
+    p = command("ner", cmd_ner, "find named entities with a token-classification run")
     p.add_argument("run", help="a token_classification run folder")
     _add_input_options(p)
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "entities": [...]}')
     p.add_argument("--batch-size", type=int, default=32)
     _add_load_options(p)
-    p.set_defaults(handler=cmd_ner)
 
-    p = sub.add_parser("serve", parents=[common], help="serve a run over HTTP (POST /predict)")
+    p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict)")
     p.add_argument("run", help="a run folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -86,26 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: $PIPELINE_API_KEY)")
     p.add_argument("--max-queue", type=int, default=1024, help="texts waiting at most; more get HTTP 429")
     _add_engine_options(p)
-    p.set_defaults(handler=cmd_serve)
 
-    p = sub.add_parser("export", parents=[common], help="save a run as a plain transformers model")
+    p = command("export", cmd_export, "save a run as a plain transformers model")
     p.add_argument("run", help="a run folder")
     p.add_argument("out", help="a new folder for the model")
     p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base (required for LoRA runs)")
     _add_trust_options(p)
-    p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("push", parents=[common], help="upload a run (adapter or merged model) to the Hub")
+    p = command("push", cmd_push, "upload a run (adapter or merged model) to the Hub")
     p.add_argument("run", help="a run folder")
     p.add_argument("--repo-id", required=True, help="USER/NAME on the Hub")
     p.add_argument("--private", action="store_true")
     p.add_argument("--merged", action="store_true", help="upload the LoRA adapter merged into its base")
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded; send nothing")
     _add_trust_options(p)
-    p.set_defaults(handler=cmd_push)
 
-    p = sub.add_parser("compare", parents=[common],
-                       help="train one config with several methods and tabulate the measurements")
+    p = command("compare", cmd_compare, "train one config with several methods and tabulate the measurements")
     p.add_argument("config", help="a YAML config file or a shipped config name")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every method's run")
     p.add_argument("--methods", default="full,head,lora,dora,ia3,prompt",
@@ -114,33 +112,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-learning-rate", action="store_true",
                    help="use the config's learning rate for every method instead of each method's default")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in the output folder")
-    p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("advise", parents=[common], help="estimate memory per method and recommend one")
+    p = command("advise", cmd_advise, "estimate memory per method and recommend one")
     p.add_argument("--model", default="minilm", help="alias, Hub id (bert-base-uncased ships offline) or folder")
     p.add_argument("--train-size", type=int, required=True, help="training rows")
     p.add_argument("--gpu-memory", default="16GB", help="accelerator memory, e.g. 16GB")
     p.add_argument("--tasks", type=int, default=1, help="tasks that will share one deployment")
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
-    p.set_defaults(handler=cmd_advise)
 
-    p = sub.add_parser("lora-params", parents=[common], help="count LoRA parameters for a model, from its config")
+    p = command("lora-params", cmd_lora_params, "count LoRA parameters for a model, from its config")
     p.add_argument("--model", default="minilm", help="alias, Hub id (bert-base-uncased ships offline) or folder")
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--targets", help="comma-separated module names (output = the attention output projection; "
                                      "default: the architecture's query/value projections)")
-    p.set_defaults(handler=cmd_lora_params)
 
-    p = sub.add_parser("fill-mask", parents=[common], help="predict the [MASK] tokens of a text")
+    p = command("fill-mask", cmd_fill_mask, "predict the [MASK] tokens of a text")
     p.add_argument("model", help="alias (bert-tiny-mlm), Hub id, folder or masked_lm run folder")
     p.add_argument("text", help='e.g. "The capital of France is [MASK]." (several masks allowed)')
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     _add_load_options(p)
-    p.set_defaults(handler=cmd_fill_mask)
 
-    p = sub.add_parser("generate", parents=[common], help="continue a prompt with a causal LM")
+    p = command("generate", cmd_generate, "continue a prompt with a causal LM")
     p.add_argument("model", help="alias (smollm2), Hub id, folder or causal_lm run folder")
     p.add_argument("prompt")
     p.add_argument("--max-new-tokens", type=int, default=50)
@@ -149,15 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-return-sequences", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     _add_load_options(p)
-    p.set_defaults(handler=cmd_generate)
 
-    p = sub.add_parser("inspect", parents=[common], help="show tokens, ids, hidden-state shapes and model sizes")
+    p = command("inspect", cmd_inspect, "show tokens, ids, hidden-state shapes and model sizes")
     p.add_argument("model", help="alias, Hub id, folder or run folder")
     p.add_argument("--text", default="Transfer learning reuses what a model has already learned.")
-    p.set_defaults(handler=cmd_inspect)
 
-    p = sub.add_parser("recipes", parents=[common], help="list the recipes and shipped configs")
-    p.set_defaults(handler=cmd_recipes)
+    p = command("recipes", cmd_recipes, "list the recipes and shipped configs")
     return parser
 
 
@@ -192,7 +183,8 @@ def _add_trust_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_options(args: argparse.Namespace) -> Any:
-    from pipeline.inference import LoadOptions
+    """How the command loads a run: its --device, --precision and trust flags (export and push: the CPU, fp32)."""
+    from pipeline.loading import LoadOptions
 
     return LoadOptions(device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", "fp32"),
                        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
@@ -222,22 +214,6 @@ def load_engine(args: argparse.Namespace, command: str) -> Any:
         raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
     return TextClassifier.from_run(args.run, batch_size=args.batch_size, max_length=args.max_length,
                                    adapters=adapters, options=load_options(args))
-
-
-def _quiet_libraries() -> None:
-    """Library chatter (hub notices, newly-initialised-head warnings) would bury our own lines."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    import datasets
-    import transformers
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
 
 
 def resolve_config_path(name: str) -> Path:
@@ -273,24 +249,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def input_texts(args: argparse.Namespace, what: str) -> Iterator[str]:
+    """The --text or --file texts; a bad or empty file fails before a model loads or output is created."""
     import itertools
 
-    from pipeline.inference import PredictionWriter, iter_texts, open_output, output_format, predict_stream
+    from pipeline.readers import iter_texts
 
     if not args.text and not args.file:
-        raise PipelineError("no texts to predict; give --text TEXT (repeatable) or --file FILE")
+        raise PipelineError(f"no texts to {what}; give --text TEXT (repeatable) or --file FILE")
+    texts = iter_texts(Path(args.file), args.text_column) if args.file else iter(args.text)
+    first = next(texts, None)
+    if first is None:
+        raise PipelineError(f"{args.file} holds no texts")
+    return itertools.chain([first], texts)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeline.inference import PredictionWriter, open_output, output_format, predict_stream
+
     if args.top_k is not None and args.top_k <= 0:
         raise PipelineError(f"--top-k must be positive, got {args.top_k}")
     output = Path(args.output) if args.output else None
     fmt = output_format(output, args.json)
-    texts = iter_texts(Path(args.file), args.text_column) if args.file else iter(args.text)
-    first = next(texts, None)  # fail on a bad input file before loading the model or creating output
-    if first is None:
-        raise PipelineError(f"{args.file} holds no texts")
+    texts = input_texts(args, "predict")
     engine = load_engine(args, "predict")
     with open_output(output) as out:
-        count = predict_stream(engine, itertools.chain([first], texts), PredictionWriter(out, fmt, args.top_k),
+        count = predict_stream(engine, texts, PredictionWriter(out, fmt, args.top_k),
                                top_k=args.top_k, adapter=args.use, progress=bool(args.file))
     if output:
         print(f"wrote {count} predictions to {output}", file=sys.stderr)
@@ -300,12 +284,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_ner(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.inference import TokenTagger, chunks, iter_texts
+    from pipeline.inference import TokenTagger, chunks
 
-    if not args.text and not args.file:
-        raise PipelineError("no texts to tag; give --text TEXT (repeatable) or --file FILE")
     run_recipe(args.run, "ner")
-    texts = iter_texts(Path(args.file), args.text_column) if args.file else iter(args.text)
+    texts = input_texts(args, "tag")
     tagger = TokenTagger.from_run(args.run, batch_size=args.batch_size, options=load_options(args))
     for chunk in chunks(texts, 1024):
         for text, entities in zip(chunk, tagger.entities(chunk)):
@@ -327,24 +309,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pipeline import runs
-    from pipeline.inference import LoadOptions, export_merged
+    from pipeline.loading import export_merged
 
     recipe = run_recipe(args.run, "export")
     if runs.is_adapter_run(args.run) and not args.merge:
         raise PipelineError(f"{args.run} holds an adapter, not a model; pass --merge to fold it into its base")
     model_class = recipe.model_class(runs.load_run_config(args.run))
-    options = LoadOptions("cpu", "fp32", args.trust_remote_code, args.allow_pickle)
-    out = export_merged(args.run, args.out, model_class, options)
+    out = export_merged(args.run, args.out, model_class, load_options(args))
     print(f"exported {args.run} to {out} (loads with {model_class.__name__}.from_pretrained)")
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
     from pipeline.hub import push
-    from pipeline.inference import LoadOptions
 
     push(args.run, args.repo_id, run_recipe(args.run, "push"), private=args.private, merged=args.merged,
-         dry_run=args.dry_run, options=LoadOptions("cpu", "fp32", args.trust_remote_code, args.allow_pickle))
+         dry_run=args.dry_run, options=load_options(args))
     return 0
 
 
@@ -368,19 +348,10 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_lora_params(args: argparse.Namespace) -> int:
-    from pipeline.architectures import lora_targets
-    from pipeline.planning import format_lora_count, load_model_config, lora_parameters, skeleton
+    from pipeline.planning import format_lora_count, lora_count
 
-    model_config = load_model_config(args.model)
-    model = skeleton(model_config)
-    if args.targets is None:
-        targets = lora_targets(model_config.model_type, [n for n, _ in model.named_modules()])
-    else:
-        targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    if not targets:
-        raise PipelineError("--targets is empty; name modules, e.g. query,value")
-    count = lora_parameters(model, args.r, targets)
-    print(format_lora_count(count, args.model))
+    targets = None if args.targets is None else [t.strip() for t in args.targets.split(",") if t.strip()]
+    print(format_lora_count(lora_count(args.model, args.r, targets), args.model))
     return 0
 
 
@@ -416,19 +387,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    import yaml
+    from pipeline.registry import listing
 
-    from pipeline.recipe import COMMANDS
-    from pipeline.registry import config_dir, get_recipe, recipe_names
-
-    for name in recipe_names():
-        recipe = get_recipe(name)
-        commands = ", ".join(c for c in COMMANDS if c in recipe.commands)
-        print(f"recipe  {name:28s} {recipe.summary} (commands: {commands})")
-    configs = config_dir()
-    for path in sorted(configs.glob("*.yaml")):
-        data: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
-        data_name = (data.get("dataset") or {}).get("name", "files")
-        print(f"config  {path.stem:28s} {data.get('recipe')}, {data.get('model', 'minilm')}, "
-              f"{data.get('method', 'lora')}, {data_name}  ({path.relative_to(configs.parent.parent)})")
+    print("\n".join(listing()))
     return 0

@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from pipeline.config import apply_overrides, load_yaml, validate
-from pipeline.schema import METHODS
 from pipeline.errors import PipelineError
+from pipeline.log import log
+from pipeline.schema import METHODS
 
 RESULTS = ("comparison.json", "comparison.md", "comparison.png")
 
@@ -53,15 +54,15 @@ def compare(config_path: str | Path, overrides: list[str], methods: list[str], o
             config["training"].pop("layerwise_lr_decay", None)
         config_file = out_dir / "configs" / f"{method}.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        log = out_dir / f"{method}.log"
-        print(f"compare: training {method} (log: {log})", flush=True)
-        with log.open("w", encoding="utf-8") as f:
+        method_log = out_dir / f"{method}.log"
+        log.info(f"compare: training {method} (log: {method_log})")
+        with method_log.open("w", encoding="utf-8") as f:
             code = subprocess.run([sys.executable, "-m", "pipeline", "train", str(config_file), "--overwrite"],
                                   stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
-        row = collect(out_dir / method, metric) if code == 0 else {"method": method, "error": _last_error(log)}
+        row = collect(out_dir / method, metric) if code == 0 else {"method": method, "error": _last_error(method_log)}
         row["method"] = method
         rows.append(row)
-        print("compare: " + format_row(row, metric), flush=True)
+        log.info("compare: " + format_row(row, metric))
     write_results(rows, out_dir, metric, base, training)
     return rows
 
@@ -71,8 +72,8 @@ def collect(run_dir: Path, metric: str) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     train, params = metrics["train"], metrics["parameters"]
     inference = None
-    log = run_dir / "metrics.jsonl"
-    for line in log.read_text().splitlines() if log.exists() else []:
+    records = run_dir / "metrics.jsonl"
+    for line in records.read_text().splitlines() if records.exists() else []:
         record = json.loads(line)
         inference = record.get("eval_samples_per_second", inference)
     return {"trainable": params["trainable"], "total": params["total"], "percent": params["percent"],
@@ -82,8 +83,8 @@ def collect(run_dir: Path, metric: str) -> dict[str, Any]:
             "eval_samples_per_second": inference}
 
 
-def _last_error(log: Path) -> str:
-    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+def _last_error(method_log: Path) -> str:
+    lines = [line for line in method_log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["failed without output"])[-1].removeprefix("error: ")[:300]
 
@@ -126,7 +127,7 @@ def write_results(rows: list[dict[str, Any]], out_dir: Path, metric: str, config
     (out_dir / "comparison.md").write_text(f"# Method comparison\n\n{setup}.\n\n{markdown_table(rows, metric)}\n",
                                            encoding="utf-8")
     plot_comparison(rows, metric, out_dir / "comparison.png")
-    print(f"compare: wrote {', '.join(str(out_dir / r) for r in RESULTS)}")
+    log.info(f"compare: wrote {', '.join(str(out_dir / r) for r in RESULTS)}")
 
 
 def plot_comparison(rows: list[dict[str, Any]], metric: str, path: Path) -> None:

@@ -15,7 +15,8 @@ import yaml
 
 from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.inference import LoadOptions, export_merged
+from pipeline.loading import LoadOptions, export_merged
+from pipeline.log import log
 from pipeline.model_card import model_card, public_config, public_name
 from pipeline.models import ALIASES
 from pipeline.recipe import Recipe
@@ -67,7 +68,7 @@ def push(run_dir: str | Path, repo_id: str, recipe: Recipe, private: bool = Fals
         files = stage(run_dir, repo_id, recipe, merged, Path(tmp), options)
         names = [p.name for p in files]
         for p in files:
-            print(f"{'would upload' if dry_run else 'uploading'} {p.name} ({p.stat().st_size:,} bytes)")
+            log.info(f"{'would upload' if dry_run else 'uploading'} {p.name} ({p.stat().st_size:,} bytes)")
         if dry_run:
             return names
         from huggingface_hub import HfApi
@@ -84,5 +85,5 @@ def push(run_dir: str | Path, repo_id: str, recipe: Recipe, private: bool = Fals
         except (OSError, ValueError) as exc:
             raise PipelineError(f"could not reach the Hub to upload {repo_id} ({type(exc).__name__}); "
                                 f"check the network or HF_ENDPOINT") from None
-    print(f"pushed {len(names)} files to {repo_id}")
+    log.info(f"pushed {len(names)} files to {repo_id}")
     return names

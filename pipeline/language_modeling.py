@@ -17,6 +17,7 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from pipeline.errors import PipelineError
+from pipeline.log import log
 
 IS_NEXT, NOT_NEXT = 0, 1  # BertForPreTraining's next_sentence_label: 0 = B continues A
 
@@ -179,5 +180,5 @@ def record_lm_scores(scores: dict[str, float], run_dir: Any, split: str) -> dict
 
     runs.save_metrics(run_dir, {split: scores})
     runs.record_outputs(run_dir, [runs.METRICS_FILE])
-    print(f"{split}: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    log.info(f"{split}: " + " | ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return scores

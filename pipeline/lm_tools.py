@@ -17,7 +17,7 @@ def load(name: str, auto_class: Any, command: str, options: Any = None) -> tuple
     """(model, tokenizer) in eval mode on ``options.device``, from an alias, Hub id, folder or run
     folder (whose recipe must support ``command``)."""
     from pipeline import runs
-    from pipeline.inference import LoadOptions, load_run_model, resolve_device, resolve_precision, with_precision
+    from pipeline.loading import LoadOptions, load_run_model, resolve_device, resolve_precision, with_precision
     from pipeline.models import load_pretrained, load_tokenizer
     from pipeline.registry import get_recipe
 
@@ -89,7 +89,7 @@ def inspect(name: str, text: str) -> str:
     from transformers import AutoModel
 
     from pipeline import runs
-    from pipeline.inference import LoadOptions
+    from pipeline.loading import LoadOptions
     from pipeline.registry import get_recipe
 
     model_class = AutoModel

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import ModelCardData
 
 from pipeline import runs
 from pipeline.recipe import Recipe
@@ -44,6 +45,26 @@ def metrics_rows(metrics: dict[str, Any]) -> list[str]:
             for key, value in (metrics.get(split) or {}).items() if isinstance(value, float)]
 
 
+# The Hub's task names, for the structured results (model-index) a Hub card carries.
+HUB_TASKS = {"sequence_classification": "text-classification", "token_classification": "token-classification",
+             "masked_lm": "fill-mask", "causal_lm": "text-generation"}
+
+
+def eval_results(config: Any, metrics: dict[str, Any]) -> list[Any]:
+    """The run's scores as the Hub's structured evaluation results, shown on the model's page."""
+    from huggingface_hub import EvalResult
+
+    from pipeline.catalogue import CATALOGUE
+
+    entry = CATALOGUE.get(config.dataset.name or "")
+    name = config.dataset.name or public_name(config.dataset.train_file)
+    return [EvalResult(task_type=HUB_TASKS[config.recipe], dataset_type=entry.hub_path if entry else name,
+                       dataset_name=name, dataset_config=entry.hub_config if entry else None, dataset_split=split,
+                       metric_type=key, metric_value=value)
+            for split in ("validation", "test") for key, value in (metrics.get(split) or {}).items()
+            if isinstance(value, float)]
+
+
 def model_card(run_dir: Path, recipe: Recipe, repo_id: str | None = None, base_id: str | None = None,
                merged: bool = False) -> str:
     """The card for a run folder; with ``repo_id`` the Hub's (loading from the repo, ``base_id`` as
@@ -67,10 +88,11 @@ def model_card(run_dir: Path, recipe: Recipe, repo_id: str | None = None, base_i
     figure = "![confusion matrix](confusion_matrix.png)\n" if (run_dir / "confusion_matrix.png").exists() else ""
     command = "" if repo_id else f"```\n{recipe.usage.format(run=where)}\n```\n"
     as_trained = "merged into the base model" if merged else "as trained"
-    front = {"base_model": base, "library_name": "peft" if adapter else "transformers",
-             "tags": [config.recipe, config.method, "finetune-pipeline"]}
+    front = ModelCardData(base_model=base, library_name="peft" if adapter else "transformers",
+                          tags=[config.recipe, config.method, "finetune-pipeline"], model_name=repo_id,
+                          eval_results=eval_results(config, metrics) if repo_id else None)
     return f"""---
-{yaml.safe_dump(front, sort_keys=False).strip()}
+{front.to_yaml().strip()}
 ---
 # {repo_id or run_dir.name}
 

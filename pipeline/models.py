@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.log import log
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def converted_gguf(name: str, gguf: Path) -> Path:
         return folder
     if importlib.util.find_spec("gguf") is None:
         raise PipelineError(f"model alias {name!r} is stored as GGUF, which needs the gguf package: pip install gguf")
-    print(f"model: converting {gguf.name} into {folder} (once)", flush=True)
+    log.info(f"model: converting {gguf.name} into {folder} (once)")
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):

@@ -78,6 +78,20 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
     return LoraCount(r, rows, targeted, total)
 
 
+def lora_count(model_name: str, r: int, targets: list[str] | None = None) -> LoraCount:
+    """``pipeline lora-params``: LoRA parameters for a model named by alias, Hub id or folder; without
+    ``targets``, the architecture's default query/value projections (what a run would adapt)."""
+    from pipeline.architectures import lora_targets
+
+    config = load_model_config(model_name)
+    model = skeleton(config)
+    if targets is None:
+        targets = lora_targets(config.model_type, [n for n, _ in model.named_modules()])
+    if not targets:
+        raise PipelineError("--targets is empty; name modules, e.g. query,value")
+    return lora_parameters(model, r, targets)
+
+
 def format_lora_count(count: LoraCount, model_name: str) -> str:
     lines = [f"LoRA r={count.r} on {model_name} ({count.model_parameters:,} parameters)",
              f"{'target':24s} {'layers':>6s} {'shape (in x out)':>17s} {'per layer':>11s} {'total':>11s}"]

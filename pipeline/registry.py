@@ -35,3 +35,23 @@ def check_recipe_name(name: str) -> None:
 def get_recipe(name: str) -> Recipe:
     check_recipe_name(name)
     return importlib.import_module(f"recipes.{name}").RECIPE
+
+
+def listing() -> list[str]:
+    """``pipeline recipes``: each recipe with the commands its runs support, then each shipped config."""
+    import yaml
+
+    from pipeline.recipe import COMMANDS
+
+    lines = []
+    for name in recipe_names():
+        recipe = get_recipe(name)
+        commands = ", ".join(c for c in COMMANDS if c in recipe.commands)
+        lines.append(f"recipe  {name:28s} {recipe.summary} (commands: {commands})")
+    configs = config_dir()
+    for path in sorted(configs.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        data_name = (data.get("dataset") or {}).get("name", "files")
+        lines.append(f"config  {path.stem:28s} {data.get('recipe')}, {data.get('model', 'minilm')}, "
+                     f"{data.get('method', 'lora')}, {data_name}  ({path.relative_to(configs.parent.parent)})")
+    return lines

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import save_config, validate
-from pipeline.schema import RunConfig
 from pipeline.errors import PipelineError
+from pipeline.log import log
+from pipeline.schema import RunConfig
 
 CONFIG_FILE = "run_config.yaml"
 LABELS_FILE = "labels.json"
@@ -68,7 +69,7 @@ def prepare(config: RunConfig, overwrite: bool) -> Path:
         (run_dir / MANIFEST).unlink(missing_ok=True)
         kept = sorted(p.name for p in run_dir.iterdir())
         if kept:
-            print(f"run folder: kept {len(kept)} file(s) the pipeline did not write: {', '.join(kept[:5])}")
+            log.info(f"run folder: kept {len(kept)} file(s) the pipeline did not write: {', '.join(kept[:5])}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"

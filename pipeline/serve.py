@@ -12,16 +12,17 @@ import asyncio
 import hmac
 import ipaddress
 import json
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
 
 from pipeline.errors import PipelineError
 from pipeline.inference import TextClassifier
+from pipeline.log import log
 
 
 @dataclass
@@ -68,7 +69,7 @@ class MicroBatcher:
             try:
                 await self._run_batch()
             except Exception as exc:  # the worker outlives any one batch
-                print(f"warning: serving batch failed ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
+                log.warning(f"serving batch failed ({type(exc).__name__}: {exc})")
 
     async def _run_batch(self) -> None:
         """Take what is queued within ``max_wait``, run one engine call per adapter, answer each request."""
@@ -135,14 +136,37 @@ def create_app(engine: TextClassifier, limits: Limits | None = None, api_key: st
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
-        texts, adapter, top_k = await _parse(request, engine, limits)
-        probs = await batcher.submit(texts, adapter)
-        return {"predictions": engine.format(probs, top_k), "adapter": adapter}
+        body = await _parse(request, engine, limits)
+        probs = await batcher.submit(body.texts, body.adapter)
+        return {"predictions": engine.format(probs, body.top_k), "adapter": body.adapter}
 
     return app
 
 
-async def _parse(request: Request, engine: TextClassifier, limits: Limits) -> tuple[list[str], str | None, int | None]:
+class PredictRequest(BaseModel):
+    """The body of ``POST /predict``. Unknown fields are ignored; the limits on how many texts and
+    how long each may be are the server's (``Limits``), checked after the shape."""
+    texts: list[StrictStr] = Field(min_length=1)
+    adapter: StrictStr | None = None
+    top_k: StrictInt | None = Field(None, gt=0)
+
+
+def _request_error(exc: ValidationError) -> BadRequest:
+    """A validation error as the 4xx answer a client reads."""
+    error = exc.errors()[0]
+    loc, kind = error["loc"], error["type"]
+    if loc[0] == "texts":
+        if kind == "missing":
+            return BadRequest(422, 'missing field "texts"; send {"texts": ["..."]}')
+        if len(loc) > 1:
+            return BadRequest(422, f"texts[{loc[1]}] is a {type(error['input']).__name__}, not a string")
+        return BadRequest(422, '"texts" must be a non-empty list of strings')
+    if loc[0] == "top_k":
+        return BadRequest(422, '"top_k" must be a positive integer')
+    return BadRequest(422, f'"{loc[0]}" must be a string')
+
+
+async def _parse(request: Request, engine: TextClassifier, limits: Limits) -> PredictRequest:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise BadRequest(413, f"request body over {limits.max_body_bytes} bytes; send fewer texts per request")
@@ -155,28 +179,23 @@ async def _parse(request: Request, engine: TextClassifier, limits: Limits) -> tu
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadRequest(400, 'body is not valid JSON; send {"texts": ["..."]}') from None
-    if not isinstance(payload, dict) or "texts" not in payload:
+    if not isinstance(payload, dict):
         raise BadRequest(422, 'missing field "texts"; send {"texts": ["..."]}')
-    texts = payload["texts"]
-    if not isinstance(texts, list) or not texts:
-        raise BadRequest(422, '"texts" must be a non-empty list of strings')
-    if len(texts) > limits.max_texts:
-        raise BadRequest(413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise BadRequest(422, f"texts[{i}] is a {type(text).__name__}, not a string")
+    try:
+        parsed = PredictRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise _request_error(exc) from None
+    if len(parsed.texts) > limits.max_texts:
+        raise BadRequest(413, f"{len(parsed.texts)} texts in one request; the limit is {limits.max_texts}")
+    for i, text in enumerate(parsed.texts):
         if not text.strip():
             raise BadRequest(422, f"texts[{i}] is empty")
         if len(text) > limits.max_text_chars:
             raise BadRequest(413, f"texts[{i}] has {len(text)} characters; the limit is {limits.max_text_chars}")
-    adapter = payload.get("adapter")
-    if adapter is not None and (not isinstance(adapter, str) or adapter not in engine.adapters):
+    if parsed.adapter is not None and parsed.adapter not in engine.adapters:
         known = ", ".join(engine.adapters) or "none"
-        raise BadRequest(404, f"adapter {adapter!r} is not loaded; loaded adapters: {known}")
-    top_k = payload.get("top_k")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0):
-        raise BadRequest(422, '"top_k" must be a positive integer')
-    return texts, adapter, top_k
+        raise BadRequest(404, f"adapter {parsed.adapter!r} is not loaded; loaded adapters: {known}")
+    return parsed
 
 
 def is_loopback(host: str) -> bool:
@@ -196,8 +215,8 @@ def serve(engine: TextClassifier, host: str, port: int, api_key: str | None = No
     if max_queue <= 0:
         raise PipelineError(f"--max-queue must be positive, got {max_queue}")
     if not api_key and not is_loopback(host):
-        print(f"warning: serving on {host} without an API key: anyone who reaches this address can use the model; "
-              f"set --api-key or PIPELINE_API_KEY", file=sys.stderr, flush=True)
-    print(f"serving {len(engine.label_names)} labels on http://{host}:{port} "
-          f"(adapters: {', '.join(engine.adapters) or 'none'})", flush=True)
+        log.warning(f"serving on {host} without an API key: anyone who reaches this address can use the model; "
+              f"set --api-key or PIPELINE_API_KEY")
+    log.info(f"serving {len(engine.label_names)} labels on http://{host}:{port} "
+          f"(adapters: {', '.join(engine.adapters) or 'none'})")
     uvicorn.run(create_app(engine, api_key=api_key, max_queue=max_queue), host=host, port=port, log_level="warning")

@@ -20,12 +20,13 @@ from transformers.trainer_callback import PrinterCallback
 
 from pipeline import runs
 from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
-from pipeline.schema import TRAINING_EXTRAS, RunConfig, validate_training
 from pipeline.errors import PipelineError
+from pipeline.log import log
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
 from pipeline.metrics import plot_curves
 from pipeline.model_card import write_model_card
 from pipeline.recipe import Recipe
+from pipeline.schema import RunConfig, TRAINING_EXTRAS, validate_training
 
 
 class PipelineTrainer(Trainer):
@@ -197,7 +198,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     if resume:
         run_dir, checkpoint = runs.resume_checkpoint(config, resume)
         runs.check_same_config(config, run_dir)
-        print(f"resuming from {checkpoint}")
+        log.info(f"resuming from {checkpoint}")
     else:
         # Every process checks; then the main one alone writes the run folder while the others wait.
         from accelerate import PartialState
@@ -211,11 +212,11 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     task = recipe.build(config)
     model = apply_method(task.model, config, recipe.peft_task_type, recipe.fresh_head)
     params = parameter_report(model)
-    print(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
+    log.info(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
     args, patience = training_arguments(config, run_dir)
     precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
-    print(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
+    log.info(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
           f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")
     callbacks = [ProgressLine(), NonFiniteLossGuard(), MetricsLog(run_dir / runs.LOG_FILE)]
     if patience:
@@ -231,7 +232,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
     if task.score and not checkpoint and trainer.is_world_process_zero():
         before = task.score(model)
-        print("before training: " + " | ".join(f"{k} {v:.4f}" for k, v in before.items()))
+        log.info("before training: " + " | ".join(f"{k} {v:.4f}" for k, v in before.items()))
         runs.save_metrics(run_dir, {"before": before})
     start = time.perf_counter()
     try:
@@ -262,7 +263,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     runs.write_csv_log(run_dir)
     write_model_card(run_dir, recipe)
     runs.record_outputs(run_dir)  # everything the run wrote: what --overwrite may remove later
-    print(f"run folder: {run_dir}")
+    log.info(f"run folder: {run_dir}")
     if config.hub.push_to_hub:
         from pipeline.hub import push
 

@@ -17,12 +17,13 @@ from typing import Any
 from transformers import AutoModelForCausalLM, default_data_collator
 
 from pipeline import runs
-from pipeline.schema import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.inference import LoadOptions, load_run_model
+from pipeline.loading import LoadOptions, load_run_model
+from pipeline.schema import RunConfig
 from pipeline.language_modeling import (group_into_blocks, lm_metrics, lm_scores, record_lm_scores, require_blocks,
                                         scores_from_logits)
+from pipeline.log import log
 from pipeline.models import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
 
@@ -46,7 +47,7 @@ class CausalLM(Recipe):
         if lm.from_scratch:
             tokenizer = train_tokenizer(corpus["train"]["text"], lm.vocab_size)
             model = fresh_gpt2(tokenizer, lm)
-            print(f"model: a fresh GPT-2 ({lm.n_layer} layers, {lm.n_head} heads, width {lm.n_embd}) with a "
+            log.info(f"model: a fresh GPT-2 ({lm.n_layer} layers, {lm.n_head} heads, width {lm.n_embd}) with a "
                   f"{len(tokenizer):,}-token BPE vocabulary trained on the corpus")
         else:
             tokenizer = load_tokenizer(config.model, config.trust_remote_code)
@@ -57,7 +58,7 @@ class CausalLM(Recipe):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         blocks = examples(config, corpus, tokenizer, model.config)
-        print(f"data: {len(blocks['train']):,} training and {len(blocks['validation']):,} validation blocks of "
+        log.info(f"data: {len(blocks['train']):,} training and {len(blocks['validation']):,} validation blocks of "
               f"{len(blocks['train'][0]['input_ids'])} tokens")
         return Task(model=model, tokenizer=tokenizer, train_dataset=blocks["train"], eval_dataset=blocks["validation"],
                     collator=default_data_collator, compute_metrics=partial(lm_metrics, causal=True),

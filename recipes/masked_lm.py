@@ -19,12 +19,13 @@ from typing import Any
 from transformers import AutoModelForMaskedLM, BertForPreTraining
 
 from pipeline import runs
-from pipeline.schema import RunConfig
 from pipeline.data import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.inference import LoadOptions, load_run_model
+from pipeline.loading import LoadOptions, load_run_model
+from pipeline.schema import RunConfig
 from pipeline.language_modeling import (MaskingCollator, group_into_blocks, lm_metrics, lm_scores, next_sentence_pairs,
                                         premask, record_lm_scores, require_blocks, scores_from_logits)
+from pipeline.log import log
 from pipeline.models import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
 
@@ -56,7 +57,7 @@ class MaskedLM(Recipe):
         encoded, validation, collator = examples(config, corpus, tokenizer)
         lm = config.lm
         kind = "sentence pairs" if lm.next_sentence_prediction else f"blocks of {block_size(config, tokenizer)} tokens"
-        print(f"data: {len(encoded['train']):,} training and {len(validation):,} validation {kind}; "
+        log.info(f"data: {len(encoded['train']):,} training and {len(validation):,} validation {kind}; "
               f"{lm.mlm_probability:.0%} of tokens masked{' by whole word' if lm.whole_word_mask else ''}")
         return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"], eval_dataset=validation,
                     collator=collator, compute_metrics=partial(lm_metrics, causal=False),

@@ -17,13 +17,15 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from pipeline import runs
 from pipeline.augment import augment_split
-from pipeline.schema import RunConfig
-from pipeline.data import load_text_classification
+from pipeline.data import load_text_classification, require_split
 from pipeline.errors import PipelineError
-from pipeline.inference import LoadOptions, TextClassifier, label_kwargs
+from pipeline.inference import TextClassifier
+from pipeline.loading import LoadOptions, label_kwargs
+from pipeline.log import log
 from pipeline.metrics import classification_metrics, confusion, confusion_text, plot_confusion
 from pipeline.models import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
+from pipeline.schema import RunConfig
 
 
 class SequenceClassification(Recipe):
@@ -39,20 +41,20 @@ class SequenceClassification(Recipe):
     def build(self, config: RunConfig) -> Task:
         data = load_text_classification(config.dataset, config.seed)
         splits, label_names = data.splits, data.label_names
-        print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
+        log.info("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
               f" rows; labels: {', '.join(label_names)}")
         tokenizer = load_tokenizer(config.model, config.trust_remote_code)
         if config.augment.factor:
             before = len(splits["train"])
             splits["train"] = augment_split(splits["train"], config.augment, config.seed, tokenizer)
-            print(f"augment: {before:,} training rows + {len(splits['train']) - before:,} augmented copies")
+            log.info(f"augment: {before:,} training rows + {len(splits['train']) - before:,} augmented copies")
         max_length = config.dataset.max_length
         model_limit = getattr(tokenizer, "model_max_length", None) or 10**9
         if max_length > model_limit:
             raise PipelineError(f"dataset.max_length={max_length} exceeds the model's limit of {model_limit} tokens; "
                                 f"set dataset.max_length={model_limit} or less")
         encoded = tokenize(splits.filter(lambda row: row["label"] >= 0), tokenizer, max_length)
-        print(length_report(encoded["train"], max_length))
+        log.info(length_report(encoded["train"], max_length))
         model = load_pretrained(AutoModelForSequenceClassification, config.model, config.trust_remote_code,
                                 config.allow_pickle, **label_kwargs(label_names))
         if tokenizer.pad_token is None:  # decoders (Llama, GPT-2) ship without one
@@ -70,9 +72,7 @@ class SequenceClassification(Recipe):
         config = runs.load_run_config(run_dir)
         classifier = TextClassifier.from_run(run_dir, batch_size=batch_size, options=options)
         data = load_text_classification(config.dataset, config.seed)
-        if split not in data.splits:
-            raise PipelineError(f"the run's data has no {split} split (splits: {', '.join(data.splits)})")
-        rows = data.splits[split]
+        rows = require_split(data.splits, split)
         if min(rows["label"]) < 0:
             raise PipelineError(f"the {split} split has no labels (GLUE test sets are unlabelled); "
                                 f"use pipeline predict for its predictions")
@@ -122,8 +122,8 @@ def record_scores(classifier: TextClassifier, rows: Any, run_dir: Path, split_na
     (run_dir / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
     plot_confusion(matrix, label_names, run_dir / f"{stem}.png", f"{run_dir.name}: {split_name} ({len(labels)} rows)")
     runs.record_outputs(run_dir, [runs.METRICS_FILE, f"{stem}.txt", f"{stem}.png"])
-    print(f"{split_name}: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    print(text)
+    log.info(f"{split_name}: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    log.info(text)
     return metrics
 
 

@@ -17,13 +17,15 @@ import numpy as np
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from pipeline import runs
-from pipeline.schema import RunConfig
-from pipeline.data import load_token_classification
+from pipeline.data import load_token_classification, require_split
 from pipeline.errors import PipelineError
-from pipeline.inference import LoadOptions, TokenTagger, label_kwargs
+from pipeline.inference import TokenTagger
+from pipeline.loading import LoadOptions, label_kwargs
+from pipeline.log import log
 from pipeline.metrics import entity_metrics, type_confusion, type_confusion_text
 from pipeline.models import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
+from pipeline.schema import RunConfig
 from pipeline.words import encode_words, require_word_alignment
 
 IGNORE = -100  # positions the loss and the metrics skip
@@ -45,7 +47,7 @@ class TokenClassification(Recipe):
                                 "edit to move its tags too. Set augment.factor=0")
         data = load_token_classification(config.dataset, config.seed)
         splits, label_names = data.splits, data.label_names
-        print("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
+        log.info("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
               f" sentences; tags: {', '.join(label_names)}")
         tokenizer = word_tokenizer(config.model, config.trust_remote_code)
         encoded = splits.map(partial(align, tokenizer=tokenizer, max_length=config.dataset.max_length,
@@ -54,7 +56,7 @@ class TokenClassification(Recipe):
         for name, split in encoded.items():
             cut = int(np.sum(split["truncated"]))
             if cut:
-                print(f"data: {cut} {name} sentence(s) longer than max_length {config.dataset.max_length} tokens "
+                log.info(f"data: {cut} {name} sentence(s) longer than max_length {config.dataset.max_length} tokens "
                       f"were truncated; their last words are not trained on and are tagged O at evaluation")
         model = load_pretrained(AutoModelForTokenClassification, config.model, config.trust_remote_code,
                                 config.allow_pickle, **label_kwargs(label_names))
@@ -68,12 +70,11 @@ class TokenClassification(Recipe):
         config = runs.load_run_config(run_dir)
         tagger = TokenTagger.from_run(run_dir, batch_size=batch_size, options=options)
         data = load_token_classification(config.dataset, config.seed)
-        if split not in data.splits:
-            raise PipelineError(f"the run's data has no {split} split (splits: {', '.join(data.splits)})")
+        rows = require_split(data.splits, split)
         if data.label_names != tagger.label_names:
             raise PipelineError(f"the data's tags differ from the run's ({json.dumps(tagger.label_names)}); "
                                 f"evaluate on the data the run was trained on")
-        return record_scores(tagger, data.splits[split], Path(run_dir), split)
+        return record_scores(tagger, rows, Path(run_dir), split)
 
 
 def word_tokenizer(model: str, trust_remote_code: bool) -> Any:
@@ -139,11 +140,11 @@ def record_scores(tagger: TokenTagger, split: Any, run_dir: Path, split_name: st
     name = "entity_confusion" + ("" if split_name == "validation" else f"_{split_name}") + ".txt"
     (run_dir / name).write_text(text + "\n", encoding="utf-8")
     runs.record_outputs(run_dir, [runs.METRICS_FILE, name])
-    print(f"{split_name}: entity precision {metrics['precision']:.4f} | recall {metrics['recall']:.4f} | "
+    log.info(f"{split_name}: entity precision {metrics['precision']:.4f} | recall {metrics['recall']:.4f} | "
           f"f1 {metrics['f1']:.4f} | token accuracy {metrics['token_accuracy']:.4f}")
     for kind, scores in metrics["per_type"].items():
-        print(f"  {kind:16s} f1 {scores['f1']:.4f}  (support {scores['support']})")
-    print(text)
+        log.info(f"  {kind:16s} f1 {scores['f1']:.4f}  (support {scores['support']})")
+    log.info(text)
     return metrics
 
 

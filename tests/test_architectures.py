@@ -11,7 +11,8 @@ import yaml
 
 from conftest import run_cli, write_tsv
 from pipeline.architectures import head_modules, lora_targets
-from pipeline.inference import LoadOptions, TextClassifier, TokenTagger, load_run_model
+from pipeline.inference import TextClassifier, TokenTagger
+from pipeline.loading import LoadOptions, load_run_model
 from zoo import ZOO, build
 
 # What a user of each architecture expects LoRA to adapt and the head to be (issue: bring your own model).
@@ -63,7 +64,7 @@ def adapter_probabilities(run, texts):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.inference import label_kwargs
+    from pipeline.loading import label_kwargs
     from pipeline.models import load_pretrained, load_tokenizer
     from pipeline.runs import load_labels, load_run_config
 

@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 
 from conftest import write_tsv
-from pipeline.schema import DatasetConfig
-from pipeline.data import load_text_classification, read_file
+from pipeline.data import load_text_classification
 from pipeline.errors import PipelineError
+from pipeline.readers import read_file
+from pipeline.schema import DatasetConfig
 
 
 def files(train, validation=None, **kw) -> DatasetConfig:

@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 
 from conftest import run_cli
 
@@ -94,6 +95,10 @@ def test_push_uploads_adapter_tokenizer_labels_and_card(hub, lora_run, capsys, t
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert f"{accuracy:.4f}" in card and "AutoPeftModelForSequenceClassification" in card
     assert "method: lora" in card and "confusion_matrix.png" in card
+    front = yaml.safe_load(card.split("---")[1])  # structured results the Hub shows on the model page
+    results = front["model-index"][0]["results"]
+    assert {"type": "accuracy", "value": accuracy} in [m for r in results for m in r["metrics"]]
+    assert results[0]["dataset"]["type"] == "glue" and results[0]["task"]["type"] == "text-classification"
     assert f"Bearer {TOKEN}" in FakeHub.auth  # the token went where it belongs...
     assert TOKEN not in out.out + out.err  # ...and nowhere else
     assert all(TOKEN.encode() not in data for data in files.values())

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import run_cli
-from pipeline.schema import DatasetConfig
 from pipeline.data import load_text_corpus
-from pipeline.language_modeling import IS_NEXT, NOT_NEXT, MaskingCollator, next_sentence_pairs, sentences
+from pipeline.language_modeling import IS_NEXT, MaskingCollator, NOT_NEXT, next_sentence_pairs, sentences
 from pipeline.models import load_tokenizer
+from pipeline.schema import DatasetConfig
 
 QUICK = ["training.eval_strategy=no", "training.save_strategy=no"]
 

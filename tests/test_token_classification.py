@@ -6,11 +6,13 @@ import json
 import pytest
 
 from conftest import run_cli
-from pipeline.schema import DatasetConfig
-from pipeline.data import data_root, iob1_to_iob2, load_token_classification, read_conll
+from pipeline.catalogue import data_root
+from pipeline.data import iob1_to_iob2, load_token_classification
 from pipeline.errors import PipelineError
 from pipeline.inference import TokenTagger
 from pipeline.models import load_tokenizer
+from pipeline.readers import read_conll
+from pipeline.schema import DatasetConfig
 from pipeline.words import encode_words
 from recipes.token_classification import IGNORE, align
 

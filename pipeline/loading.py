@@ -1,0 +1,176 @@
+"""Loading a finished run: devices and precisions, the model (a full model, or the base with the
+run's adapter, merged when it is alone), its tokenizer and label map, and export as a plain
+transformers model.
+
+A run folder is data: whether code may run from it (``trust_remote_code``) or pickle weights load
+(``allow_pickle``) is the caller's flag, never the run's own config.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline import runs
+from pipeline.errors import PipelineError
+from pipeline.models import load_pretrained, load_tokenizer, resolve_model
+
+PRECISIONS = ("fp32", "bf16", "int8")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How a finished run is loaded. A run folder is data: running code from it (``trust_remote_code``)
+    or unpickling its weights (``allow_pickle``) takes the caller's flag, never the run's own config."""
+    device: str = "auto"  # auto: a GPU when there is one
+    precision: str | None = None  # None: bf16 on a bf16-capable GPU, else fp32
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` takes a CUDA GPU, else Apple's MPS, else the CPU; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise PipelineError(f"--device {name!r} is not a device; use {DEVICE_CHOICES}")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count()
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            found = f"{count} CUDA GPU(s)" if count else "no CUDA GPU (or a CPU-only torch build)"
+            raise PipelineError(f"--device {name}: this machine has {found}; use --device auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise PipelineError("--device mps: Apple's MPS backend is not available here; use --device auto or cpu")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str | None, device: torch.device) -> str:
+    if precision is None:
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision not in PRECISIONS:
+        raise PipelineError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and device.type != "cpu":
+        raise PipelineError(f"--precision int8 (dynamic quantization) runs on the CPU only; use bf16 on {device}")
+    return precision
+
+
+def export_merged(run_dir: str | Path, out_dir: str | Path, model_class: Any,
+                  options: LoadOptions = LoadOptions(device="cpu", precision="fp32")) -> Path:
+    """Save a run as a plain transformers model of ``model_class`` (an adapter merged into its base)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise PipelineError(f"export folder {out_dir} is not empty; choose a new folder")
+    loaded = load_run_model(run_dir, model_class, options=options)  # merges a single adapter
+    if loaded.adapters:
+        raise PipelineError(f"run {run_dir} uses {loaded.config.method} tuning, whose virtual tokens "
+                            f"are inputs, not weights: it cannot merge into a plain model; keep the adapter")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(out_dir)
+    loaded.tokenizer.save_pretrained(out_dir)
+    if loaded.label_names:
+        runs.save_labels(out_dir, loaded.label_names)
+    return out_dir
+
+
+@dataclass
+class LoadedRun:
+    model: torch.nn.Module
+    tokenizer: Any
+    label_names: list[str]
+    config: Any  # the run's RunConfig
+    adapters: list[str]
+
+
+def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str | Path] | None = None,
+                   options: LoadOptions = LoadOptions()) -> LoadedRun:
+    """Load a finished run: a full model, or the base model plus the run's adapter, on
+    ``options.device`` at ``options.precision``.
+
+    ``adapters`` adds more LoRA runs of the same base (name -> run folder); the run's own adapter
+    is then called ``default``. With no extra adapters a LoRA adapter is merged into the base,
+    which gives the same predictions at plain-model speed.
+    """
+    run_dir = Path(run_dir)
+    config = runs.load_run_config(run_dir)
+    label_names = runs.load_labels(run_dir)
+    device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
+    tokenizer = load_tokenizer(str(run_dir), options.trust_remote_code)
+    names: list[str] = []
+    if runs.is_adapter_run(run_dir):
+        from peft import PeftModel
+
+        base = load_pretrained(auto_class, config.model, options.trust_remote_code, options.allow_pickle,
+                               **label_kwargs(label_names))
+        _check_adapter_files(run_dir)
+        with warnings.catch_warnings():  # AdaLoRA's saved rank pattern names its own tensors, which peft
+            warnings.filterwarnings("ignore", message="The following rank_pattern keys")  # then reports
+            model = PeftModel.from_pretrained(base, run_dir, adapter_name="default")
+        names = ["default"]
+        for name, other in (adapters or {}).items():
+            _check_compatible(run_dir, config.model, label_names, Path(other))
+            model.load_adapter(str(other), adapter_name=name)
+            names.append(name)
+        if len(names) == 1 and not model.peft_config["default"].is_prompt_learning:
+            model, names = model.merge_and_unload(), []  # virtual tokens cannot merge into weights
+    else:
+        if adapters:
+            raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a full model")
+        if not (run_dir / "config.json").exists():
+            raise PipelineError(f"run folder {run_dir} has neither a model nor an adapter; "
+                                f"the run did not finish, retrain or resume it")
+        model = load_pretrained(auto_class, str(run_dir), options.trust_remote_code, options.allow_pickle)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = with_precision(model.eval(), precision).to(device)
+    return LoadedRun(model, tokenizer, label_names, config, names)
+
+
+def label_kwargs(label_names: list[str]) -> dict[str, Any]:
+    if not label_names:  # language models
+        return {}
+    return {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+            "label2id": {name: i for i, name in enumerate(label_names)}}
+
+
+def with_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """bf16 weights, or dynamic int8 quantization of the Linear layers (CPU)."""
+    if precision == "bf16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch flags its quantized tensor API as deprecated
+            return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def _check_adapter_files(run_dir: Path) -> None:
+    if not (run_dir / "adapter_model.safetensors").exists():
+        raise PipelineError(f"run folder {run_dir} has no adapter_model.safetensors; retrain the run")
+
+
+def _check_compatible(run_dir: Path, base: str, label_names: list[str], other: Path) -> None:
+    other_config = runs.load_run_config(other)
+    if not runs.is_adapter_run(other):
+        raise PipelineError(f"--adapter {other} is not a LoRA run folder; only adapters share a base")
+    _check_adapter_files(other)
+    if resolve_model(other_config.model) != resolve_model(base):
+        raise PipelineError(f"adapter {other} was trained on {other_config.model}, the base run {run_dir} on "
+                            f"{base}; adapters must share the base model")
+    if len(runs.load_labels(other)) != len(label_names):
+        raise PipelineError(f"adapter {other} has {len(runs.load_labels(other))} labels, the base run "
+                            f"{len(label_names)}; adapters on one base need the same number of labels")
+
+

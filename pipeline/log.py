@@ -1,0 +1,44 @@
+"""Output of the library: everything it reports goes through the ``pipeline`` logger, and the command
+line decides what reaches the terminal (``use_terminal``): progress and results on stdout, warnings
+on stderr, chatter of the libraries underneath turned down. A program that imports the pipeline
+gets Python's usual logging behaviour instead.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+log = logging.getLogger("pipeline")
+
+
+class _Terminal(logging.Handler):
+    """Messages as they are, INFO to stdout and WARNING and above to stderr, each stream looked up
+    when the message is written (so redirected or captured streams receive it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warning = record.levelno >= logging.WARNING
+        stream = sys.stderr if warning else sys.stdout
+        stream.write(("warning: " if warning else "") + self.format(record) + "\n")
+        stream.flush()
+
+
+def use_terminal() -> None:
+    """Route the pipeline's log to the terminal once, and quiet the libraries' own notices (hub
+    notices, newly-initialised-head warnings), which would bury the pipeline's lines."""
+    if not any(isinstance(h, _Terminal) for h in log.handlers):
+        log.addHandler(_Terminal())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    import datasets
+    import transformers
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
