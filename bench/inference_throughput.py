@@ -85,9 +85,16 @@ def measure(name, fn, model, tokenizer, texts, max_length, peak, useful_flops) -
     start = time.perf_counter()
     predictions = fn(model, tokenizer, texts, max_length)
     seconds = time.perf_counter() - start
-    dtype = "bf16" if name.endswith("bf16") else "fp32"
+    dtype = name.rpartition("-")[2] if name.endswith(("bf16", "int8")) else "fp32"
     return {"predictions": predictions, "seconds": seconds, "texts_per_second": len(texts) / seconds,
-            "peak_share": useful_flops / seconds / 1e9 / peak[dtype], "peak_dtype": dtype}
+            "peak_share": useful_flops / seconds / 1e9 / peak.get(dtype, float("nan")), "peak_dtype": dtype}
+
+
+def share(result: dict) -> str:
+    """Useful FLOP/s over the matmul peak of the run's dtype; int8 kernels have no measured peak here."""
+    if result["peak_dtype"] == "int8":
+        return "- (no int8 peak measured)"
+    return f"{result['peak_share']:.1%} of {result['peak_dtype']}"
 
 
 def benchmark(title, texts, labels, model, tokenizer, max_length, peak, seed_subset=None) -> dict:
@@ -114,7 +121,7 @@ def benchmark(title, texts, labels, model, tokenizer, max_length, peak, seed_sub
         print(f"| {name}{' (' + str(n) + ' texts)' if n < len(texts) else ''} | {r['texts_per_second']:.1f} | "
               f"{r['texts_per_second'] / results['seed-loop']['texts_per_second']:.1f}x | "
               f"{r['texts_per_second'] / results['hf-pipeline']['texts_per_second']:.1f}x | {agree:.2%} | "
-              f"{accuracy:.4f} | {r['peak_share']:.1%} of {r['peak_dtype']} |")
+              f"{accuracy:.4f} | {share(r)} |")
     for r in results.values():
         r.pop("predictions")
     return results
