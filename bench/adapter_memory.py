@@ -68,7 +68,9 @@ def main() -> None:
         one = measure("full", run, 1)
         shared = measure("adapters", run, args.tasks)
         separate = measure("full", run, args.tasks)
-    print(f"\nadapter file: {adapter_mb:.2f} MiB")
+    from bench.machine import machine
+
+    print(f"\n{machine()}\nadapter file: {adapter_mb:.2f} MiB")
     print(f"| setup | peak RSS (MiB) |\n|---|---|\n| 1 model | {one:.0f} |\n"
           f"| 1 base + {args.tasks} LoRA adapters | {shared:.0f} |\n| {args.tasks} full models | {separate:.0f} |")
     print(f"\n{args.tasks} tasks: adapters on one base use {shared / separate:.1%} of the memory of "

@@ -42,7 +42,9 @@ def main_bench() -> None:
     results = {}
     for factor in (0, args.factor):
         results[factor] = [run(seed, factor, args.epochs) for seed in args.seeds]
-    print("\n| training set | dev accuracy per seed | mean | std |\n|---|---|---|---|")
+    from bench.machine import machine
+
+    print(f"\n{machine()}\n| training set | dev accuracy per seed | mean | std |\n|---|---|---|---|")
     for factor, accs in results.items():
         label = "500 rows" if not factor else f"500 rows + {factor * 500:,} EDA copies"
         print(f"| {label} | {', '.join(f'{a:.4f}' for a in accs)} | {statistics.mean(accs):.4f} | "

@@ -1,6 +1,7 @@
 # Sourced by the shell benchmarks. bench_train DIR NAME CONFIG [OVERRIDES...] trains CONFIG into
 # DIR/NAME (log in DIR/NAME.log) and prints the run's one-line summary with the wall time.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+.venv/bin/python -m bench.machine  # the machine line that heads every table
 
 bench_train() {
   local dir=$1 name=$2 config=$3; shift 3

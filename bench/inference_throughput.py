@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
-from bench.train_throughput import gemm_peak, machine  # noqa: E402
+from bench.machine import gemm_peak, machine  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import load_text_classification  # noqa: E402
 from pipeline.first_token import first_token_last_layer  # noqa: E402
@@ -90,7 +90,7 @@ def measure(name, fn, model, tokenizer, texts, max_length, peak, useful_flops) -
             "peak_share": useful_flops / seconds / 1e9 / peak.get(dtype, float("nan")), "peak_dtype": dtype}
 
 
-def share(result: dict) -> str:
+def share_of_peak(result: dict) -> str:
     """Useful FLOP/s over the matmul peak of the run's dtype; int8 kernels have no measured peak here."""
     if result["peak_dtype"] == "int8":
         return "- (no int8 peak measured)"
@@ -121,7 +121,7 @@ def benchmark(title, texts, labels, model, tokenizer, max_length, peak, seed_sub
         print(f"| {name}{' (' + str(n) + ' texts)' if n < len(texts) else ''} | {r['texts_per_second']:.1f} | "
               f"{r['texts_per_second'] / results['seed-loop']['texts_per_second']:.1f}x | "
               f"{r['texts_per_second'] / results['hf-pipeline']['texts_per_second']:.1f}x | {agree:.2%} | "
-              f"{accuracy:.4f} | {share(r)} |")
+              f"{accuracy:.4f} | {share_of_peak(r)} |")
     for r in results.values():
         r.pop("predictions")
     return results

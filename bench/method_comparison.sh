@@ -4,6 +4,7 @@
 # 20 minutes on 2 CPU cores). Writes bench/out/compare/comparison.{md,json,png}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+.venv/bin/python -m bench.machine  # the machine line that heads the table
 .venv/bin/pipeline compare sst2_lora dataset.max_train_samples=8000 training.num_train_epochs=2 \
   --methods full,head,lora,dora,adalora,ia3,prompt,prefix --output-dir bench/out/compare --overwrite "$@"
 cat bench/out/compare/comparison.md

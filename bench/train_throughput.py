@@ -18,7 +18,6 @@ Usage: python bench/train_throughput.py [--rows 4000] [--runs seed-style,ours-fu
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -34,31 +33,13 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.machine import gemm_peak, machine  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import load_text_classification  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
 from pipeline.models import resolve_model  # noqa: E402
 
 LEARNING_RATE = {"full": "5e-5", "lora": "1e-3"}
-
-
-def gemm_peak() -> dict[str, float]:
-    path = ROOT.parent / "shared" / "tools" / "gemm_peak.py"
-    spec = importlib.util.spec_from_file_location("gemm_peak", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {"fp32": module.peak(torch.float32), "bf16": module.peak(torch.bfloat16)}
-
-
-def machine(peak: dict[str, float]) -> str:
-    """The line every table carries: the CPU and the matmul peak it ran at."""
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return (f"CPU: {cpu}, {torch.get_num_threads()} threads; matmul peak (gemm_peak.py) fp32 {peak['fp32']:.0f}, "
-            f"bf16 {peak['bf16']:.0f} GFLOP/s")
 
 
 def flops_per_token(model_config, tokens_per_text: float, method: str) -> float:
