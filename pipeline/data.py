@@ -165,11 +165,13 @@ def _label_kind(label: Any) -> str:
         return "str"
 
 
-def require_split(splits: Any, name: str) -> Any:
-    """A split of a loaded dataset, or a one-line error naming the splits there are."""
-    if name not in splits:
-        raise PipelineError(f"the run's data has no {name} split (splits: {', '.join(splits)})")
-    return splits[name]
+def run_split(config: Any, name: str, load: Callable[[Any, int], Any]) -> tuple[Any, list[str]]:
+    """Split ``name`` of the data a run was trained on (``load``: the recipe's loader) with the data's
+    label names, or a one-line error naming the splits there are."""
+    data = load(config.dataset, config.seed)
+    if name not in data.splits:
+        raise PipelineError(f"the run's data has no {name} split (splits: {', '.join(data.splits)})")
+    return data.splits[name], data.label_names
 
 
 def limit_rows(dataset: Any, cfg: Any, seed: int) -> None:

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from pipeline import runs
 from pipeline.augment import augment_split
-from pipeline.data import load_text_classification, require_split
+from pipeline.data import load_text_classification, run_split
 from pipeline.errors import PipelineError
 from pipeline.inference import TextClassifier
 from pipeline.loading import LoadOptions, label_kwargs
@@ -71,13 +71,12 @@ class SequenceClassification(Recipe):
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
         config = runs.load_run_config(run_dir)
         classifier = TextClassifier.from_run(run_dir, batch_size=batch_size, options=options)
-        data = load_text_classification(config.dataset, config.seed)
-        rows = require_split(data.splits, split)
+        rows, label_names = run_split(config, split, load_text_classification)
         if min(rows["label"]) < 0:
             raise PipelineError(f"the {split} split has no labels (GLUE test sets are unlabelled); "
                                 f"use pipeline predict for its predictions")
-        if data.label_names != classifier.label_names:
-            raise PipelineError(f"the data's labels {data.label_names} differ from the run's "
+        if label_names != classifier.label_names:
+            raise PipelineError(f"the data's labels {label_names} differ from the run's "
                                 f"{classifier.label_names}; evaluate on the data the run was trained on")
         return record_scores(classifier, rows, Path(run_dir), split)
 

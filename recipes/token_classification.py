@@ -17,7 +17,7 @@ import numpy as np
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from pipeline import runs
-from pipeline.data import load_token_classification, require_split
+from pipeline.data import load_token_classification, run_split
 from pipeline.errors import PipelineError
 from pipeline.inference import TokenTagger
 from pipeline.loading import LoadOptions, label_kwargs
@@ -69,9 +69,8 @@ class TokenClassification(Recipe):
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
         config = runs.load_run_config(run_dir)
         tagger = TokenTagger.from_run(run_dir, batch_size=batch_size, options=options)
-        data = load_token_classification(config.dataset, config.seed)
-        rows = require_split(data.splits, split)
-        if data.label_names != tagger.label_names:
+        rows, label_names = run_split(config, split, load_token_classification)
+        if label_names != tagger.label_names:
             raise PipelineError(f"the data's tags differ from the run's ({json.dumps(tagger.label_names)}); "
                                 f"evaluate on the data the run was trained on")
         return record_scores(tagger, rows, Path(run_dir), split)
