@@ -17,7 +17,7 @@ def load(name: str, auto_class: Any, command: str, options: Any = None) -> tuple
     """(model, tokenizer) in eval mode on ``options.device``, from an alias, Hub id, folder or run
     folder (whose recipe must support ``command``)."""
     from pipeline import runs
-    from pipeline.loading import LoadOptions, load_run_model, resolve_device, resolve_precision, with_precision
+    from pipeline.loading import LoadOptions, load_run_model, place, resolve_device, resolve_precision
     from pipeline.models import load_pretrained, load_tokenizer
     from pipeline.registry import get_recipe
 
@@ -26,10 +26,10 @@ def load(name: str, auto_class: Any, command: str, options: Any = None) -> tuple
         get_recipe(runs.load_run_config(name).recipe).require(command)
         loaded = load_run_model(name, auto_class, options=options)
         return loaded.model, loaded.tokenizer
-    device = resolve_device(options.device)
+    resolve_precision(options.precision, resolve_device(options.device))  # fail before loading
     tokenizer = load_tokenizer(name, options.trust_remote_code)
     model = load_pretrained(auto_class, name, options.trust_remote_code, options.allow_pickle)
-    return with_precision(model.eval(), resolve_precision(options.precision, device)).to(device), tokenizer
+    return place(model, options), tokenizer
 
 
 def fill_mask(name: str, text: str, top_k: int = 5, options: Any = None) -> list[list[dict[str, Any]]]:

@@ -101,8 +101,7 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     run_dir = Path(run_dir)
     config = runs.load_run_config(run_dir)
     label_names = runs.load_labels(run_dir)
-    device = resolve_device(options.device)
-    precision = resolve_precision(options.precision, device)
+    resolve_precision(options.precision, resolve_device(options.device))  # fail before loading
     tokenizer = load_tokenizer(str(run_dir), options.trust_remote_code)
     names: list[str] = []
     if runs.is_adapter_run(run_dir):
@@ -130,8 +129,13 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
         model = load_pretrained(auto_class, str(run_dir), options.trust_remote_code, options.allow_pickle)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = with_precision(model.eval(), precision).to(device)
-    return LoadedRun(model, tokenizer, label_names, config, names)
+    return LoadedRun(place(model, options), tokenizer, label_names, config, names)
+
+
+def place(model: torch.nn.Module, options: LoadOptions) -> torch.nn.Module:
+    """A loaded model for inference: eval mode, at ``options.precision``, on ``options.device``."""
+    device = resolve_device(options.device)
+    return with_precision(model.eval(), resolve_precision(options.precision, device)).to(device)
 
 
 def label_kwargs(label_names: list[str]) -> dict[str, Any]:

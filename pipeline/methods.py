@@ -49,15 +49,13 @@ def resolve_lora_targets(config: Any) -> None:
     none, so that run_config.yaml records what was adapted and a resume compares like with like."""
     if config.method not in LORA_FAMILY or config.lora.target_modules:
         return
-    from pipeline.architectures import LORA_TARGETS, lora_targets
+    from pipeline.architectures import has_default_targets, lora_targets
     from pipeline.models import load_model_config, skeleton
 
     from_scratch = config.recipe == "causal_lm" and config.lm.from_scratch
     model_type = "gpt2" if from_scratch else load_model_config(config.model).model_type
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
-
     names = None
-    if model_type not in LORA_TARGETS and model_type not in PEFT_TARGETS:  # recognise it by its layer names
+    if not has_default_targets(model_type):  # recognise it by its layer names
         names = [n for n, _ in skeleton(load_model_config(config.model)).named_modules()]
     config.lora.target_modules = lora_targets(model_type, names)
 
