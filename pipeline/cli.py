@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder (the output_dir of a training run)")
     p.add_argument("--split", default="validation", help="validation (default) or test")
     p.add_argument("--batch-size", type=int, default=32)
-    _add_load_options(p)
+    _add_load_options(p, backend=True)
 
     p = command("predict", cmd_predict, "label texts with a finished run")
     p.add_argument("run", help="a run folder")
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(p)
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "entities": [...]}')
     p.add_argument("--batch-size", type=int, default=32)
-    _add_load_options(p)
+    _add_load_options(p, backend=True)
 
     p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict)")
     p.add_argument("run", help="a run folder")
@@ -89,10 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=1024, help="texts waiting at most; more get HTTP 429")
     _add_engine_options(p)
 
-    p = command("export", cmd_export, "save a run as a plain transformers model")
+    p = command("export", cmd_export, "save a run as a plain transformers model, an ONNX graph or an OpenVINO IR")
     p.add_argument("run", help="a run folder")
     p.add_argument("out", help="a new folder for the model")
-    p.add_argument("--merge", action="store_true", help="merge a LoRA adapter into its base (required for LoRA runs)")
+    p.add_argument("--format", default="transformers", choices=("transformers", "onnx", "openvino"),
+                   help="transformers (default), onnx (ONNX Runtime) or openvino (OpenVINO IR); the graph "
+                        "formats hold classifiers, with any adapter merged")
+    p.add_argument("--merge", action="store_true",
+                   help="merge a LoRA adapter into its base (required for LoRA runs in transformers format)")
     _add_trust_options(p)
 
     p = command("push", cmd_push, "upload a run (adapter or merged model) to the Hub")
@@ -164,13 +168,17 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--use", help="the adapter to predict with (default: the run's own)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, help="truncate texts here (default: the run's max_length)")
-    _add_load_options(p)
+    _add_load_options(p, backend=True)
 
 
-def _add_load_options(p: argparse.ArgumentParser) -> None:
+def _add_load_options(p: argparse.ArgumentParser, backend: bool = False) -> None:
+    if backend:
+        p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino", "auto"),
+                       help="torch (default), onnxruntime or openvino (the run converted once, cached in "
+                            "RUN/exports/), or auto: the fastest installed for the device and precision")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"),
-                   help="weights in fp32, bf16, or int8 dynamic quantization of Linear layers (CPU); "
+                   help="fp32, bf16, or int8 dynamic quantization (CPU; torch and onnxruntime); "
                         "default: bf16 on a bf16-capable GPU, else fp32")
     _add_trust_options(p)
 
@@ -187,7 +195,8 @@ def load_options(args: argparse.Namespace) -> Any:
     from pipeline.loading import LoadOptions
 
     return LoadOptions(device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", "fp32"),
-                       trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+                       backend=getattr(args, "backend", "torch"), trust_remote_code=args.trust_remote_code,
+                       allow_pickle=args.allow_pickle)
 
 
 def run_recipe(run: str, command: str) -> Any:
@@ -244,8 +253,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
-    run_recipe(args.run, "evaluate").evaluate_run(Path(args.run), args.split, batch_size=args.batch_size,
-                                                  options=load_options(args))
+    from pipeline import runs
+
+    recipe, options = run_recipe(args.run, "evaluate"), load_options(args)
+    if options.backend not in ("torch", "auto"):
+        from pipeline.export import check_graph_task
+
+        check_graph_task(recipe.model_class(runs.load_run_config(args.run)), f"--backend {options.backend}")
+    recipe.evaluate_run(Path(args.run), args.split, batch_size=args.batch_size, options=options)
     return 0
 
 
@@ -309,14 +324,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pipeline import runs
-    from pipeline.loading import export_merged
+    from pipeline.export import export_run
 
     recipe = run_recipe(args.run, "export")
-    if runs.is_adapter_run(args.run) and not args.merge:
+    if args.format == "transformers" and runs.is_adapter_run(args.run) and not args.merge:
         raise PipelineError(f"{args.run} holds an adapter, not a model; pass --merge to fold it into its base")
     model_class = recipe.model_class(runs.load_run_config(args.run))
-    out = export_merged(args.run, args.out, model_class, load_options(args))
-    print(f"exported {args.run} to {out} (loads with {model_class.__name__}.from_pretrained)")
+    out = export_run(args.run, args.out, model_class, args.format, load_options(args))
+    loads_with = {"transformers": f"{model_class.__name__}.from_pretrained",
+                  "onnx": "onnxruntime.InferenceSession(model.onnx)",
+                  "openvino": "openvino.Core().compile_model(openvino_model.xml)"}[args.format]
+    print(f"exported {args.run} to {out} (loads with {loads_with})")
     return 0
 
 

@@ -15,7 +15,8 @@ import yaml
 
 from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.loading import LoadOptions, export_merged
+from pipeline.export import export_run
+from pipeline.loading import LoadOptions
 from pipeline.log import log
 from pipeline.model_card import model_card, public_config, public_name
 from pipeline.models import ALIASES
@@ -33,7 +34,7 @@ def stage(run_dir: Path, repo_id: str, recipe: Recipe, merged: bool, into: Path,
     config = runs.load_run_config(run_dir)
     adapter = runs.is_adapter_run(run_dir)
     if merged and adapter:
-        export_merged(run_dir, into, recipe.model_class(config), options)
+        export_run(run_dir, into, recipe.model_class(config), "transformers", options)
     else:
         weights = ["adapter_config.json", "adapter_model.safetensors"] if adapter else ["config.json", "model.safetensors"]
         for name in weights + list(TOKENIZER_FILES):

@@ -1,7 +1,7 @@
 """The batched inference engines behind ``predict``, ``ner``, ``evaluate`` and ``serve``.
 
-Texts are sorted by length so each batch pads only to its own longest text, run under
-``torch.inference_mode``, and returned in the caller's order. Files stream through in chunks, so
+Texts are sorted by length so each batch pads only to its own longest text, run by a backend
+(``pipeline.backends``: torch, ONNX Runtime or OpenVINO), and returned in the caller's order. Files stream through in chunks, so
 memory stays constant whatever their size. Several LoRA adapters can share one base model; a lock
 makes "switch adapter, run batch" atomic for concurrent callers.
 """
@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Any, ContextManager, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
-import torch
 
+from pipeline.backends import Runner, TorchRunner, load_engine
 from pipeline.errors import PipelineError
-from pipeline.first_token import first_token_last_layer
-from pipeline.loading import LoadOptions, load_run_model
+from pipeline.loading import LoadOptions
 from pipeline.words import encode_words, split_words
 
 
 @dataclass
 class TextClassifier:
-    model: torch.nn.Module
+    runner: Runner  # a backend's forward pass (a torch model is wrapped in TorchRunner)
     tokenizer: Any
     label_names: list[str]
     max_length: int = 128
@@ -35,35 +34,40 @@ class TextClassifier:
     adapters: list[str] = field(default_factory=list)  # LoRA adapters loaded on the base, by name
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def __post_init__(self) -> None:
+        self.runner = as_runner(self.runner)
+
     @classmethod
     def from_run(cls, run_dir: str | Path, batch_size: int = 64, max_length: int | None = None,
                  adapters: dict[str, str | Path] | None = None,
                  options: LoadOptions = LoadOptions()) -> "TextClassifier":
-        """Load a finished classification run (see ``load_run_model``)."""
+        """Load a finished classification run on the backend ``options`` names (see ``backends``)."""
         from transformers import AutoModelForSequenceClassification
 
-        loaded = load_run_model(run_dir, AutoModelForSequenceClassification, adapters, options)
-        model = loaded.model if loaded.adapters else first_token_last_layer(loaded.model)
-        return cls(model, loaded.tokenizer, loaded.label_names,
-                   max_length or loaded.config.dataset.max_length, batch_size, loaded.adapters)
+        engine = load_engine(run_dir, AutoModelForSequenceClassification, adapters, options)
+        return cls(engine.runner, engine.tokenizer, engine.label_names, max_length or engine.max_length,
+                   batch_size, engine.adapters)
 
     def probabilities(self, texts: Sequence[str], adapter: str | None = None) -> np.ndarray:
         """Class probabilities, shape (len(texts), n_labels), in input order."""
-        texts = check_texts(texts)
-        # Tokenize the whole chunk at once (fast), then batch by exact token length so that each
-        # batch pads to within a token or two of its texts.
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length)
-        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
-        keys = list(encoded.keys())
-        device = next(self.model.parameters()).device
-        out = np.zeros((len(texts), len(self.label_names)), dtype=np.float32)
-        with self._lock, torch.inference_mode():
+        return self.probabilities_of(self.encode(check_texts(texts)), adapter)
+
+    def encode(self, texts: list[str]) -> dict[str, list[list[int]]]:
+        """Tokenize a chunk at once (fast); ``probabilities_of`` then batches it by exact length."""
+        return dict(self.tokenizer(texts, truncation=True, max_length=self.max_length))
+
+    def probabilities_of(self, encoded: dict[str, list[list[int]]], adapter: str | None = None) -> np.ndarray:
+        """Probabilities for tokenized texts, batched by token length so that each batch pads to
+        within a token or two of its texts, in input order."""
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        order = np.argsort([-n for n in lengths], kind="stable")
+        out = np.zeros((len(lengths), len(self.label_names)), dtype=np.float32)
+        with self._lock:
             self._use(adapter)
-            for start in range(0, len(texts), self.batch_size):
+            for start in range(0, len(lengths), self.batch_size):
                 idx = order[start:start + self.batch_size]
-                batch = self.tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
-                logits = self.model(**batch.to(device)).logits
-                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in encoded.items()}, return_tensors="np")
+                out[idx] = softmax(self.runner(dict(batch)))
         return out
 
     def predict(self, texts: Sequence[str], top_k: int | None = None, adapter: str | None = None) -> list[Any]:
@@ -80,12 +84,22 @@ class TextClassifier:
     def _use(self, adapter: str | None) -> None:
         if adapter is None:
             if self.adapters:
-                self.model.set_adapter("default")
+                self.runner.set_adapter("default")
             return
         if adapter not in self.adapters:
             known = ", ".join(self.adapters) or "none (load them with --adapter NAME=RUN_DIR)"
             raise PipelineError(f"adapter {adapter!r} is not loaded; loaded adapters: {known}")
-        self.model.set_adapter(adapter)
+        self.runner.set_adapter(adapter)
+
+
+def as_runner(model: Any) -> Runner:
+    """A backend runner as it is; a torch model wrapped in one."""
+    return model if hasattr(model, "backend") else TorchRunner(model)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 def check_texts(texts: Iterable[Any]) -> list[str]:
@@ -137,18 +151,42 @@ class PredictionWriter:
 
 
 def predict_stream(classifier: TextClassifier, texts: Iterable[str], writer: PredictionWriter,
-                   top_k: int | None = None, adapter: str | None = None, chunk_size: int = 4096,
+                   top_k: int | None = None, adapter: str | None = None, chunk_size: int = 2048,
                    progress: bool = True) -> int:
-    """Predict an iterable of texts chunk by chunk (each chunk length-sorted), writing as it goes."""
+    """Predict an iterable of texts chunk by chunk (each chunk length-sorted), writing as it goes.
+
+    Three stages overlap: while the model runs on one chunk, the next is read and tokenized on a
+    second thread and the previous one formatted and written on a third (the tokenizer and the
+    backends release the GIL), so a long file runs at close to the model's own rate."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
+    batches = chunks(texts, chunk_size)
+
+    def read() -> tuple[list[str], dict[str, Any]] | None:
+        chunk = next(batches, None)
+        return None if chunk is None else (chunk, classifier.encode(check_texts(chunk)))
+
+    def write(chunk: list[str], probs: np.ndarray) -> None:
+        for text, prediction in zip(chunk, classifier.format(probs, top_k)):
+            writer.write(text, prediction)
+        bar.update(len(chunk))
+
     count = 0
-    with tqdm(unit=" texts", disable=not progress, file=sys.stderr, desc="predicting") as bar:
-        for chunk in chunks(texts, chunk_size):
-            for text, prediction in zip(chunk, classifier.predict(chunk, top_k=top_k, adapter=adapter)):
-                writer.write(text, prediction)
+    with tqdm(unit=" texts", disable=not progress, file=sys.stderr, desc="predicting") as bar, \
+            ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writing:
+        upcoming, written = reader.submit(read), None
+        while (item := upcoming.result()) is not None:
+            upcoming = reader.submit(read)
+            chunk, encoded = item
+            probs = classifier.probabilities_of(encoded, adapter)
+            if written is not None:
+                written.result()  # in order, and a failed write stops the run
+            written = writing.submit(write, chunk, probs)
             count += len(chunk)
-            bar.update(len(chunk))
+        if written is not None:
+            written.result()
     return count
 
 
@@ -176,46 +214,46 @@ def open_output(path: Path | None) -> ContextManager[TextIO]:
 
 @dataclass
 class TokenTagger:
-    model: torch.nn.Module
+    runner: Runner
     tokenizer: Any
     label_names: list[str]
     max_length: int = 256
     batch_size: int = 32
     adapters: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.runner = as_runner(self.runner)
+
     @classmethod
     def from_run(cls, run_dir: str | Path, batch_size: int = 32, max_length: int | None = None,
                  options: LoadOptions = LoadOptions()) -> "TokenTagger":
         from transformers import AutoModelForTokenClassification
 
-        loaded = load_run_model(run_dir, AutoModelForTokenClassification, None, options)
-        return cls(loaded.model, loaded.tokenizer, loaded.label_names,
-                   max_length or loaded.config.dataset.max_length, batch_size, loaded.adapters)
+        engine = load_engine(run_dir, AutoModelForTokenClassification, None, options)
+        return cls(engine.runner, engine.tokenizer, engine.label_names, max_length or engine.max_length,
+                   batch_size, engine.adapters)
 
     def tag_words(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[str]], list[list[float]], int]:
         """Tags and their probabilities per word (from each word's first sub-token), and how many
         sentences were cut at max_length (their remaining words are tagged O with score 0)."""
         order = np.argsort([-sum(len(w) for w in s) for s in sentences], kind="stable")
-        device = next(self.model.parameters()).device
         tags: list[list[str]] = [[] for _ in sentences]
         scores: list[list[float]] = [[] for _ in sentences]
         truncated = 0
-        with torch.inference_mode():
-            for start in range(0, len(sentences), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                features, word_ids = encode_words(self.tokenizer, [sentences[i] for i in idx], self.max_length)
-                batch = self.tokenizer.pad(features, return_tensors="pt")
-                probs = torch.softmax(self.model(**batch.to(device)).logits.float(), dim=-1).cpu()
-                best, ids = probs.max(-1)
-                for row, i in enumerate(idx):
-                    words = len(sentences[i])
-                    first: dict[int, int] = {}
-                    for position, word in enumerate(word_ids[row]):
-                        if word is not None and word not in first:
-                            first[word] = position
-                    truncated += len(first) < words
-                    tags[i] = [self.label_names[int(ids[row, first[w]])] if w in first else "O" for w in range(words)]
-                    scores[i] = [float(best[row, first[w]]) if w in first else 0.0 for w in range(words)]
+        for start in range(0, len(sentences), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            features, word_ids = encode_words(self.tokenizer, [sentences[i] for i in idx], self.max_length)
+            probs = softmax(self.runner(dict(self.tokenizer.pad(features, return_tensors="np"))))
+            best, ids = probs.max(-1), probs.argmax(-1)
+            for row, i in enumerate(idx):
+                words = len(sentences[i])
+                first: dict[int, int] = {}
+                for position, word in enumerate(word_ids[row]):
+                    if word is not None and word not in first:
+                        first[word] = position
+                truncated += len(first) < words
+                tags[i] = [self.label_names[int(ids[row, first[w]])] if w in first else "O" for w in range(words)]
+                scores[i] = [float(best[row, first[w]]) if w in first else 0.0 for w in range(words)]
         return tags, scores, truncated
 
     def entities(self, texts: Sequence[str]) -> list[list[dict[str, Any]]]:

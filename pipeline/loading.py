@@ -1,6 +1,5 @@
 """Loading a finished run: devices and precisions, the model (a full model, or the base with the
-run's adapter, merged when it is alone), its tokenizer and label map, and export as a plain
-transformers model.
+run's adapter, merged when it is alone), its tokenizer and label map.
 
 A run folder is data: whether code may run from it (``trust_remote_code``) or pickle weights load
 (``allow_pickle``) is the caller's flag, never the run's own config.
@@ -29,6 +28,7 @@ class LoadOptions:
     or unpickling its weights (``allow_pickle``) takes the caller's flag, never the run's own config."""
     device: str = "auto"  # auto: a GPU when there is one
     precision: str | None = None  # None: bf16 on a bf16-capable GPU, else fp32
+    backend: str = "torch"  # or onnxruntime, openvino, auto (see pipeline.backends)
     trust_remote_code: bool = False
     allow_pickle: bool = False
 
@@ -62,24 +62,6 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     return precision
 
 
-def export_merged(run_dir: str | Path, out_dir: str | Path, model_class: Any,
-                  options: LoadOptions = LoadOptions(device="cpu", precision="fp32")) -> Path:
-    """Save a run as a plain transformers model of ``model_class`` (an adapter merged into its base)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise PipelineError(f"export folder {out_dir} is not empty; choose a new folder")
-    loaded = load_run_model(run_dir, model_class, options=options)  # merges a single adapter
-    if loaded.adapters:
-        raise PipelineError(f"run {run_dir} uses {loaded.config.method} tuning, whose virtual tokens "
-                            f"are inputs, not weights: it cannot merge into a plain model; keep the adapter")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    loaded.model.save_pretrained(out_dir)
-    loaded.tokenizer.save_pretrained(out_dir)
-    if loaded.label_names:
-        runs.save_labels(out_dir, loaded.label_names)
-    return out_dir
-
-
 @dataclass
 class LoadedRun:
     model: torch.nn.Module
@@ -102,7 +84,7 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     config = runs.load_run_config(run_dir)
     label_names = runs.load_labels(run_dir)
     resolve_precision(options.precision, resolve_device(options.device))  # fail before loading
-    tokenizer = load_tokenizer(str(run_dir), options.trust_remote_code)
+    tokenizer = load_run_tokenizer(run_dir, options.trust_remote_code)
     names: list[str] = []
     if runs.is_adapter_run(run_dir):
         from peft import PeftModel
@@ -127,9 +109,15 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
             raise PipelineError(f"run folder {run_dir} has neither a model nor an adapter; "
                                 f"the run did not finish, retrain or resume it")
         model = load_pretrained(auto_class, str(run_dir), options.trust_remote_code, options.allow_pickle)
+    return LoadedRun(place(model, options), tokenizer, label_names, config, names)
+
+
+def load_run_tokenizer(run_dir: str | Path, trust_remote_code: bool = False) -> Any:
+    """The run's tokenizer, with a padding token (a decoder's end-of-text token if it has none)."""
+    tokenizer = load_tokenizer(str(run_dir), trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedRun(place(model, options), tokenizer, label_names, config, names)
+    return tokenizer
 
 
 def place(model: torch.nn.Module, options: LoadOptions) -> torch.nn.Module:

@@ -105,3 +105,15 @@ def test_readme_table_matches_the_recipes():
         for recipe, cell in zip(recipe_names(), cells[1:]):
             assert cell.startswith("refused") == (command not in get_recipe(recipe).commands), (command, recipe, cell)
     assert seen == set(COMMANDS)
+
+
+@pytest.mark.parametrize("recipe", ["masked_lm", "causal_lm"])
+def test_runtime_formats_and_backends_are_refused_for_language_models(recipe, runs, tmp_path, capsys):
+    model_class = "AutoModelForMaskedLM" if recipe == "masked_lm" else "AutoModelForCausalLM"
+    tail = (f"covers sequence- and token-classification runs; this run loads as {model_class}: "
+            f"use the torch backend and the transformers format")
+    assert run_cli("export", runs[recipe], tmp_path / "out", "--format", "onnx") == 2
+    assert capsys.readouterr().err.strip() == f"error: --format onnx {tail}"
+    assert not (tmp_path / "out").exists()
+    assert run_cli("evaluate", runs[recipe], "--backend", "openvino") == 2
+    assert capsys.readouterr().err.strip() == f"error: --backend openvino {tail}"

@@ -127,3 +127,17 @@ def test_long_sentences_are_truncated_and_counted(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation"]["truncated"] > 0
     assert metrics["validation"]["sentences"] == 60  # none dropped
+
+
+def test_ner_on_onnx_runtime_finds_the_entities_torch_finds(ner_run, wnut):
+    from pipeline.inference import TokenTagger
+    from pipeline.loading import LoadOptions
+
+    texts = [" ".join(tokens) for tokens in wnut.splits["test"]["tokens"][:150]]
+    found = {backend: TokenTagger.from_run(ner_run, options=LoadOptions(device="cpu", backend=backend)).entities(texts)
+             for backend in ("torch", "onnxruntime")}
+    assert sum(map(len, found["torch"])) > 0
+    strip = lambda spans: [[(e["entity"], e["start"], e["end"]) for e in s] for s in spans]  # noqa: E731
+    assert strip(found["onnxruntime"]) == strip(found["torch"])
+    scores = [(a["score"], b["score"]) for x, y in zip(found["onnxruntime"], found["torch"]) for a, b in zip(x, y)]
+    assert max(abs(a - b) for a, b in scores) < 1e-3

@@ -1,0 +1,187 @@
+"""Inference backends: what turns a padded batch of token ids into logits.
+
+    torch        the run's model in PyTorch: CPU or GPU, fp32, bf16 or int8 (dynamic quantization);
+                 the only one that switches several LoRA adapters on one base
+    onnxruntime  the run exported to ONNX (``pipeline export --format onnx``), ONNX Runtime's CPU
+                 provider: fp32, or int8 with ONNX Runtime's dynamic quantization
+    openvino     the run exported to OpenVINO IR, OpenVINO's CPU plugin: fp32, or bf16 where the CPU
+                 has bf16 units (AMX or AVX512-BF16)
+
+Every backend takes and returns numpy arrays, so the engines in ``inference`` batch, sort and
+restore order the same way whichever runs the model. A run folder is converted once and the
+conversion cached in ``RUN/exports/``. ``auto`` chooses by the measurements in ``bench/RESULTS.md``:
+see ``resolve_backend``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline import runs
+from pipeline.errors import PipelineError
+from pipeline.loading import LoadOptions, resolve_device, resolve_precision
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8"),
+                      "openvino": ("fp32", "bf16")}
+EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+
+class Runner(Protocol):
+    """One forward pass: tokenizer arrays in, float32 logits out."""
+    backend: str
+    precision: str
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass
+class Engine:
+    """What an inference engine needs from a run, whichever backend runs it."""
+    runner: Runner
+    tokenizer: Any
+    label_names: list[str]
+    max_length: int
+    adapters: list[str]
+
+
+class TorchRunner:
+    backend = "torch"
+
+    def __init__(self, model: Any, precision: str = "fp32"):
+        import torch
+
+        self.torch, self.model, self.precision = torch, model, precision
+        self.device = next(model.parameters()).device
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            inputs = {name: torch.from_numpy(array).to(self.device) for name, array in batch.items()}
+            return self.model(**inputs).logits.float().cpu().numpy()
+
+    def set_adapter(self, name: str) -> None:
+        self.model.set_adapter(name)
+
+
+class OnnxRuntimeRunner:
+    backend = "onnxruntime"
+
+    def __init__(self, folder: Path, precision: str = "fp32"):
+        from pipeline.export import GRAPH_FILES, require
+
+        ort = require("onnxruntime")
+        path = folder / GRAPH_FILES["onnx"]
+        if precision == "int8":
+            path = _quantized(path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = _threads()
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.precision = precision
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {name: batch[name] for name in self.inputs})[0].astype(np.float32, copy=False)
+
+
+class OpenVinoRunner:
+    backend = "openvino"
+
+    def __init__(self, folder: Path, precision: str = "fp32"):
+        from pipeline.export import GRAPH_FILES, require
+
+        openvino = require("openvino")
+        core = openvino.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise PipelineError("--backend openvino --precision bf16 needs a CPU with bf16 units (AMX or "
+                                "AVX512-BF16), which this one lacks; use --precision fp32")
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads()}
+        self.model = core.compile_model(str(folder / GRAPH_FILES["openvino"]), "CPU", config)
+        self.request = self.model.create_infer_request()
+        self.inputs = [port.any_name for port in self.model.inputs]
+        self.precision = precision
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        self.request.infer({name: batch[name] for name in self.inputs})
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+
+
+def resolve_backend(options: LoadOptions) -> tuple[str, str]:
+    """The backend and precision a command runs with. ``auto``: torch on a GPU; on the CPU the
+    runtime that measured fastest at the asked precision (``bench/inference_throughput.py``):
+    OpenVINO for fp32 and bf16, ONNX Runtime for int8, torch when neither is installed."""
+    import importlib.util
+
+    name, device = options.backend, resolve_device(options.device)
+    if name == "auto":
+        installed = [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
+        wanted = options.precision or "fp32"
+        candidates = [b for b in installed if wanted in BACKEND_PRECISIONS[b]]
+        if device.type != "cpu" or not candidates:
+            name = "torch"
+        else:
+            name = "onnxruntime" if wanted == "int8" and "onnxruntime" in candidates else candidates[0]
+    if name not in BACKENDS:
+        raise PipelineError(f"--backend {name!r} is unknown; choose one of {', '.join(BACKENDS)} or auto")
+    if name == "torch":
+        return name, resolve_precision(options.precision, device)
+    if device.type != "cpu":
+        raise PipelineError(f"--backend {name} runs on the CPU; use --backend torch on {device}")
+    precision = options.precision or "fp32"
+    if precision not in BACKEND_PRECISIONS[name]:
+        others = [b for b in BACKENDS if precision in BACKEND_PRECISIONS[b] and b != name]
+        raise PipelineError(f"--backend {name} runs {' or '.join(BACKEND_PRECISIONS[name])}, not {precision}; "
+                            f"for {precision} use --backend {' or '.join(others)}")
+    return name, precision
+
+
+def load_engine(run_dir: str | Path, model_class: Any, adapters: dict[str, str | Path] | None = None,
+                options: LoadOptions = LoadOptions()) -> Engine:
+    """A finished run ready to predict with the backend ``options`` names."""
+    from pipeline.loading import load_run_model
+
+    backend, precision = resolve_backend(options)
+    if backend == "torch":
+        from pipeline.first_token import first_token_last_layer
+
+        loaded = load_run_model(run_dir, model_class, adapters, options)
+        model = loaded.model if loaded.adapters else first_token_last_layer(loaded.model)
+        return Engine(TorchRunner(model, precision), loaded.tokenizer, loaded.label_names,
+                      loaded.config.dataset.max_length, loaded.adapters)
+    if adapters:
+        raise PipelineError(f"--adapter switches LoRA adapters on --backend torch only; run each adapter's "
+                            f"run folder on its own with --backend {backend}")
+    from pipeline.export import require, runtime_graph
+    from pipeline.loading import load_run_tokenizer
+
+    require(backend)  # before converting anything
+    config = runs.load_run_config(run_dir)
+    folder = runtime_graph(run_dir, EXPORT_FORMAT[backend], model_class, options)
+    runner = (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(folder, precision)
+    tokenizer = load_run_tokenizer(run_dir, options.trust_remote_code)
+    return Engine(runner, tokenizer, runs.load_labels(run_dir), config.dataset.max_length, [])
+
+
+def _threads() -> int:
+    """The threads torch would use: the cores this process may run on, or OMP_NUM_THREADS."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _quantized(path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of the graph's MatMul weights (a scale per output
+    channel: on SST-2 it keeps 97% of fp32's labels where one scale per tensor keeps 93%), made
+    once beside the graph."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_name("model_int8.onnx")
+    if not out.exists() or out.stat().st_mtime_ns < path.stat().st_mtime_ns:
+        quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True)
+    return out

@@ -1,0 +1,170 @@
+"""Exporting a finished run: as a plain transformers model (a LoRA adapter merged into its base), as
+an ONNX graph for ONNX Runtime, or as an OpenVINO IR. The two runtime formats are converted by the
+runtimes' own tools (``torch.onnx.export``, ``openvino.convert_model``) and carry what a user needs
+to run them without this package: the tokenizer, ``labels.json`` and the model's ``config.json``.
+
+    model.onnx | openvino_model.xml + .bin    the graph: inputs are the tokenizer's, output ``logits``
+    export.json                               format, task, inputs, max_length and the source run
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from pipeline import runs
+from pipeline.errors import PipelineError
+from pipeline.loading import LoadOptions, load_run_model
+
+FORMATS = ("transformers", "onnx", "openvino")
+GRAPH_FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
+EXPORT_FILE = "export.json"
+INSTALL = {"onnx": "pip install 'finetune-pipeline[onnx]'", "onnxruntime": "pip install 'finetune-pipeline[onnx]'",
+           "openvino": "pip install 'finetune-pipeline[openvino]'"}
+# The graph formats hold a classifier's logits; other recipes export as transformers models.
+GRAPH_TASKS = {"AutoModelForSequenceClassification": "sequence_classification",
+               "AutoModelForTokenClassification": "token_classification"}
+CPU_FP32 = LoadOptions(device="cpu", precision="fp32")
+
+
+def require(module: str, install_name: str | None = None) -> Any:
+    """Import an optional runtime, or stop with the one line that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        name = install_name or module
+        raise PipelineError(f"{name} is not installed; run: {INSTALL[name]}") from None
+
+
+def check_graph_task(model_class: Any, what: str) -> None:
+    """The runtime formats and backends hold classifiers; stop with one line for other runs."""
+    if model_class.__name__ not in GRAPH_TASKS:
+        raise PipelineError(f"{what} covers sequence- and token-classification runs; this run loads as "
+                            f"{model_class.__name__}: use the torch backend and the transformers format")
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, model_class: Any, fmt: str = "transformers",
+               options: LoadOptions = CPU_FP32) -> Path:
+    """Export a run in ``fmt`` into the new folder ``out_dir``; see the module docstring."""
+    if fmt not in FORMATS:
+        raise PipelineError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PipelineError(f"export folder {out_dir} is not empty; choose a new folder")
+    if fmt != "transformers":
+        check_graph_task(model_class, f"--format {fmt}")
+        require("onnxscript" if fmt == "onnx" else "openvino", "onnx" if fmt == "onnx" else "openvino")
+    options = LoadOptions(device="cpu", precision="fp32", trust_remote_code=options.trust_remote_code,
+                          allow_pickle=options.allow_pickle)
+    loaded = load_run_model(run_dir, model_class, options=options)  # merges a single adapter
+    if loaded.adapters:
+        raise PipelineError(f"run {run_dir} uses {loaded.config.method} tuning, whose virtual tokens "
+                            f"are inputs, not weights: it cannot merge into a plain model; keep the adapter")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if fmt == "transformers":
+            loaded.model.save_pretrained(out_dir)
+        else:
+            _write_graph(loaded, out_dir, fmt)
+            description = {"format": fmt, "task": GRAPH_TASKS[model_class.__name__],
+                           "inputs": list(loaded.tokenizer.model_input_names), "output": "logits",
+                           "max_length": loaded.config.dataset.max_length, "source": source_fingerprint(run_dir)}
+            (out_dir / EXPORT_FILE).write_text(json.dumps(description, indent=1), encoding="utf-8")
+            loaded.model.config.save_pretrained(out_dir)
+    except PipelineError:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    loaded.tokenizer.save_pretrained(out_dir)
+    if loaded.label_names:
+        runs.save_labels(out_dir, loaded.label_names)
+    return out_dir
+
+
+def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> None:
+    """Trace the merged model (with the [CLS]-only last layer where it applies) on a padded batch of
+    two texts, batch and sequence length left dynamic, and save it in the runtime's format."""
+    import torch
+
+    from pipeline.first_token import first_token_last_layer
+
+    model = first_token_last_layer(loaded.model.float().eval())
+    names = list(loaded.tokenizer.model_input_names)
+    example = loaded.tokenizer(["a short text", "a somewhat longer text to trace the padding with"],
+                               padding=True, return_tensors="pt")
+    example = {name: example[name] for name in names if name in example}
+    try:
+        with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo"):
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+                program = torch.onnx.export(model, (), kwargs=example, input_names=list(example),
+                                            output_names=["logits"], dynamo=True, verbose=False,
+                                            dynamic_shapes={name: {0: batch, 1: length} for name in example})
+                # One self-contained file below protobuf's 2 GB limit, weights beside it above.
+                large = sum(p.numel() * 4 for p in model.parameters()) > 1.8e9
+                program.save(str(out_dir / GRAPH_FILES["onnx"]), external_data=large)
+            else:
+                import openvino
+
+                graph = openvino.convert_model(model, example_input=example)  # inputs named by the dict's keys
+                graph.outputs[0].get_tensor().set_names({"logits"})
+                openvino.save_model(graph, str(out_dir / GRAPH_FILES["openvino"]), compress_to_fp16=False)
+    except Exception as exc:  # a converter that cannot handle this architecture
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{fmt} conversion of this {type(loaded.model).__name__} failed ({first}); "
+                            f"use --backend torch, or --format transformers") from None
+
+
+class _quiet:
+    """Lower the named loggers to errors while the converters run (they log per operator)."""
+
+    def __init__(self, *names: str):
+        self.loggers = [logging.getLogger(name) for name in names]
+
+    def __enter__(self) -> None:
+        self.levels = [lg.level for lg in self.loggers]
+        for lg in self.loggers:
+            lg.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        for lg, level in zip(self.loggers, self.levels):
+            lg.setLevel(level)
+
+
+def source_fingerprint(run_dir: str | Path) -> dict[str, list[int]]:
+    """Size and modification time of the run's weights and configs: an export made from them is
+    current while these are unchanged."""
+    run_dir = Path(run_dir)
+    names = ("config.json", "model.safetensors", "adapter_config.json", "adapter_model.safetensors", runs.CONFIG_FILE)
+    return {name: [(run_dir / name).stat().st_size, (run_dir / name).stat().st_mtime_ns]
+            for name in names if (run_dir / name).exists()}
+
+
+def runtime_graph(run_dir: str | Path, fmt: str, model_class: Any, options: LoadOptions = CPU_FP32) -> Path:
+    """A folder holding the run in ``fmt`` for a runtime backend: the run itself when it is an export
+    of that format, else a conversion cached in ``RUN/exports/FMT`` (made again when the run's weights
+    change; in a temporary folder when the run folder is read-only)."""
+    run_dir = Path(run_dir)
+    if (run_dir / GRAPH_FILES[fmt]).exists():
+        return run_dir
+    cache = run_dir / "exports" / fmt
+    description = cache / EXPORT_FILE
+    if description.exists():
+        if json.loads(description.read_text(encoding="utf-8")).get("source") == source_fingerprint(run_dir):
+            return cache
+        shutil.rmtree(cache)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        runs.record_outputs(run_dir, ["exports"])
+    except OSError:
+        from pipeline.log import log
+
+        log.warning(f"run folder {run_dir} is read-only: converting to {fmt} for this process only")
+        cache = Path(tempfile.mkdtemp(prefix=f"pipeline-{fmt}-")) / fmt
+    return export_run(run_dir, cache, model_class, fmt, options)

@@ -1,0 +1,167 @@
+"""ONNX Runtime and OpenVINO: each backend against torch fp32 on real SST-2 dev sentences, the
+exported formats running with only their runtime and a tokenizer, and the one-line refusals."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from pipeline.backends import resolve_backend
+from pipeline.errors import PipelineError
+from pipeline.inference import TextClassifier
+from pipeline.loading import LoadOptions
+
+
+@pytest.fixture(scope="module")
+def dev_texts() -> list[str]:
+    """The first 300 SST-2 dev sentences."""
+    from pipeline.data import load_text_classification
+    from pipeline.schema import DatasetConfig
+
+    return list(load_text_classification(DatasetConfig(name="sst2"), 0).splits["validation"]["text"][:300])
+
+
+def probabilities(run: Path, texts: list[str], backend: str = "torch", precision: str = "fp32") -> np.ndarray:
+    options = LoadOptions(device="cpu", precision=precision, backend=backend)
+    return TextClassifier.from_run(run, options=options).probabilities(texts)
+
+
+@pytest.fixture(scope="module")
+def torch_fp32(lora_run, dev_texts) -> np.ndarray:
+    return probabilities(lora_run, dev_texts)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_fp32_backends_give_torch_probabilities(backend, lora_run, dev_texts, torch_fp32):
+    assert np.abs(probabilities(lora_run, dev_texts, backend) - torch_fp32).max() < 1e-3
+
+
+def cpu_has_bf16() -> bool:
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+# Measured on these 300 sentences: OpenVINO bf16 keeps 99.7-100% of fp32's labels; int8 dynamic
+# quantization 97% (this short run leaves many sentences near 0.5, where int8's error flips them).
+# Thresholds: the measurement less one point (bf16), less two (int8).
+@pytest.mark.parametrize("backend,precision,least", [("openvino", "bf16", 0.985), ("onnxruntime", "int8", 0.95)])
+def test_reduced_precisions_agree_with_torch_fp32(backend, precision, least, lora_run, dev_texts, torch_fp32):
+    if precision == "bf16" and not cpu_has_bf16():
+        with pytest.raises(PipelineError, match="needs a CPU with bf16 units"):
+            probabilities(lora_run, dev_texts, backend, precision)
+        return
+    labels = probabilities(lora_run, dev_texts, backend, precision).argmax(-1)
+    assert (labels == torch_fp32.argmax(-1)).mean() >= least
+
+
+def test_a_run_is_converted_once_and_its_conversion_belongs_to_the_run(lora_run, dev_texts, capsys):
+    probabilities(lora_run, dev_texts[:4], "onnxruntime")
+    graph = lora_run / "exports" / "onnx" / "model.onnx"
+    made = graph.stat().st_mtime_ns
+    probabilities(lora_run, dev_texts[:4], "onnxruntime")
+    assert graph.stat().st_mtime_ns == made
+    assert "exports" in json.loads((lora_run / ".pipeline-files.json").read_text())["files"]  # --overwrite removes it
+
+
+def test_predict_file_on_a_runtime_writes_what_torch_writes(lora_run, dev_texts, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(dev_texts[:200]) + "\n", encoding="utf-8")
+    for backend in ("torch", "openvino"):
+        assert run_cli("predict", lora_run, "--file", texts, "--backend", backend, "--device", "cpu",
+                       "--output", tmp_path / f"{backend}.jsonl") == 0
+    rows = {b: [json.loads(line) for line in (tmp_path / f"{b}.jsonl").read_text().splitlines()]
+            for b in ("torch", "openvino")}
+    assert [r["text"] for r in rows["openvino"]] == dev_texts[:200]
+    assert [r["label"] for r in rows["openvino"]] == [r["label"] for r in rows["torch"]]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(rows["openvino"], rows["torch"])) < 1e-3
+
+
+# Runs an exported folder with nothing but its runtime and the tokenizers library: the pipeline,
+# torch and transformers are made unimportable first.
+STANDALONE = r"""
+import json, sys
+from pathlib import Path
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pipeline", "torch", "transformers", "peft", "recipes"):
+            raise ImportError(f"{name} is blocked")
+sys.meta_path.insert(0, Block())
+import numpy as np
+from tokenizers import Tokenizer
+folder, fmt = Path(sys.argv[1]), sys.argv[2]
+tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+labels = json.loads((folder / "labels.json").read_text())
+if fmt == "onnx":
+    import onnxruntime
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    run = lambda feed: session.run(["logits"], feed)[0]
+else:
+    import openvino
+    model = openvino.Core().compile_model(str(folder / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    names = [p.any_name for p in model.inputs]
+    run = lambda feed: model(feed)["logits"]
+out = []
+for text in json.loads(sys.stdin.read()):
+    e = tokenizer.encode(text)
+    arrays = {"input_ids": e.ids, "attention_mask": e.attention_mask, "token_type_ids": e.type_ids}
+    logits = run({n: np.array([arrays[n]], dtype=np.int64) for n in names})[0]
+    p = np.exp(logits - logits.max()); out.append((p / p.sum()).tolist())
+print(json.dumps({"labels": labels, "probabilities": out, "torch": "torch" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_an_export_runs_with_only_its_runtime_and_the_tokenizer(fmt, lora_run, dev_texts, torch_fp32, tmp_path):
+    out = tmp_path / fmt
+    assert run_cli("export", lora_run, out, "--format", fmt) == 0
+    assert json.loads((out / "export.json").read_text())["task"] == "sequence_classification"
+    done = subprocess.run([sys.executable, "-c", STANDALONE, str(out), fmt], input=json.dumps(dev_texts[:40]),
+                          capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout)
+    assert result["labels"] == ["negative", "positive"] and result["torch"] is False
+    assert np.abs(np.array(result["probabilities"]) - torch_fp32[:40]).max() < 1e-3
+
+
+def test_export_refuses_a_folder_in_use(lora_run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert run_cli("export", lora_run, tmp_path, "--format", "onnx") == 2
+    assert capsys.readouterr().err.strip() == f"error: export folder {tmp_path} is not empty; choose a new folder"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backend", "onnxruntime", "--precision", "bf16"],
+     "--backend onnxruntime runs fp32 or int8, not bf16; for bf16 use --backend torch or openvino"),
+    (["--backend", "openvino", "--precision", "int8"],
+     "--backend openvino runs fp32 or bf16, not int8; for int8 use --backend torch or onnxruntime"),
+    (["--backend", "openvino", "--adapter", "other=somewhere"],
+     "--adapter switches LoRA adapters on --backend torch only; run each adapter's run folder on its own "
+     "with --backend openvino"),
+])
+def test_a_backend_refuses_what_it_cannot_run_in_one_line(args, message, lora_run, capsys):
+    assert run_cli("predict", lora_run, "--text", "A fine film.", "--device", "cpu", *args) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+@pytest.mark.parametrize("runtime,extra", [("openvino", "openvino"), ("onnxruntime", "onnx")])
+def test_a_missing_runtime_names_its_install_command(runtime, extra, lora_run, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, runtime, None)  # what `import` sees when the package is absent
+    assert run_cli("predict", lora_run, "--text", "A fine film.", "--backend", runtime) == 2
+    assert capsys.readouterr().err.strip() == \
+        f"error: {runtime} is not installed; run: pip install 'finetune-pipeline[{extra}]'"
+
+
+def test_auto_takes_the_fastest_installed_runtime_for_the_precision(monkeypatch):
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("openvino", "fp32")
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("onnxruntime", "int8")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("onnxruntime", "fp32")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="bf16")) == ("torch", "bf16")
