@@ -101,13 +101,15 @@ _SECRET_KEY = re.compile(r"(^|_)(token|password|passwd|secret|api_?key|credentia
 _SECRET_VALUE = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
 
 
-def validate(data: dict[str, Any]) -> RunConfig:
-    """The config as a RunConfig, or a PipelineError whose one line names the first problem."""
+def validate(data: dict[str, Any], finished_run: bool = False) -> RunConfig:
+    """The config as a RunConfig, or a PipelineError whose one line names the first problem. A
+    finished run's config (``finished_run``) skips the check of its training section against
+    TrainingArguments, which was made when it trained and would import the training stack."""
     refuse_secrets(data)
     if not isinstance(data, dict):
         raise PipelineError(f"config must be a mapping of keys to values, got {describe(data)}")
     try:
-        return RunConfig(**{str(k): v for k, v in data.items()})
+        return RunConfig.model_validate({str(k): v for k, v in data.items()}, context={"finished_run": finished_run})
     except ValidationError as exc:
         raise PipelineError(one_line(exc, RunConfig, "", data)) from None
 

@@ -61,13 +61,14 @@ class TextClassifier:
         within a token or two of its texts, in input order."""
         lengths = [len(ids) for ids in encoded["input_ids"]]
         order = np.argsort([-n for n in lengths], kind="stable")
+        groups = [order[start:start + self.batch_size] for start in range(0, len(lengths), self.batch_size)]
+        batches = [dict(self.tokenizer.pad({k: [v[i] for i in idx] for k, v in encoded.items()}, return_tensors="np"))
+                   for idx in groups]
         out = np.zeros((len(lengths), len(self.label_names)), dtype=np.float32)
         with self._lock:
             self._use(adapter)
-            for start in range(0, len(lengths), self.batch_size):
-                idx = order[start:start + self.batch_size]
-                batch = self.tokenizer.pad({k: [v[i] for i in idx] for k, v in encoded.items()}, return_tensors="np")
-                out[idx] = softmax(self.runner(dict(batch)))
+            for idx, logits in zip(groups, self.runner.run_batches(batches)):
+                out[idx] = softmax(logits)
         return out
 
     def predict(self, texts: Sequence[str], top_k: int | None = None, adapter: str | None = None) -> list[Any]:
@@ -240,10 +241,11 @@ class TokenTagger:
         tags: list[list[str]] = [[] for _ in sentences]
         scores: list[list[float]] = [[] for _ in sentences]
         truncated = 0
-        for start in range(0, len(sentences), self.batch_size):
-            idx = order[start:start + self.batch_size]
-            features, word_ids = encode_words(self.tokenizer, [sentences[i] for i in idx], self.max_length)
-            probs = softmax(self.runner(dict(self.tokenizer.pad(features, return_tensors="np"))))
+        groups = [order[start:start + self.batch_size] for start in range(0, len(sentences), self.batch_size)]
+        encoded = [encode_words(self.tokenizer, [sentences[i] for i in idx], self.max_length) for idx in groups]
+        batches = [dict(self.tokenizer.pad(features, return_tensors="np")) for features, _ in encoded]
+        for idx, (_, word_ids), logits in zip(groups, encoded, self.runner.run_batches(batches)):
+            probs = softmax(logits)
             best, ids = probs.max(-1), probs.argmax(-1)
             for row, i in enumerate(idx):
                 words = len(sentences[i])

@@ -162,7 +162,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise PipelineError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give the output_dir of a run")
     from pipeline.config import load_yaml
 
-    return validate(load_yaml(path))
+    return validate(load_yaml(path), finished_run=True)
 
 
 def write_csv_log(run_dir: Path) -> None:

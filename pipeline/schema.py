@@ -11,7 +11,8 @@ import functools
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from pipeline.errors import PipelineError
 
@@ -177,7 +178,9 @@ class RunConfig(Section):
 
     @field_validator("training", mode="before")
     @classmethod
-    def training_arguments(cls, training: Any) -> Any:
+    def training_arguments(cls, training: Any, info: ValidationInfo) -> Any:
+        if (info.context or {}).get("finished_run"):  # checked when it trained; inference needs no Trainer
+            return training
         return validate_training(training) if isinstance(training, dict) else training
 
     @model_validator(mode="after")
