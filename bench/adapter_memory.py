@@ -33,7 +33,7 @@ def child(kind: str, run: str, tasks: int) -> None:
         for engine in engines:
             # Weights load memory-mapped, so copies of one file would share pages; N fine-tuned models
             # have N different weight sets, so each copy is made to own its memory.
-            for param in engine.model.parameters():
+            for param in engine.runner.model.parameters():
                 param.data = param.data.clone()
             engine.probabilities(text)
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -1,6 +1,6 @@
 """GPU check: the SST-2 recipe trained on one GPU in fp32 and in bf16 (samples/s, tokens/s, peak
 memory), then the trained run used on the GPU as a user would: `predict` with `--device auto` (bf16
-weights on a bf16 GPU) against the CPU's fp32 predictions, `evaluate` reproducing the recorded
+weights on a bf16 GPU, SDPA attention, batches of 256) against the CPU's fp32 predictions, `evaluate` reproducing the recorded
 metrics, `ner` on a short WNUT-17 run, and `serve` answering concurrent HTTP requests.
 Run on a machine with a CUDA GPU: python bench/gpu_check.py [--rows 8000]"""
 from __future__ import annotations
@@ -36,8 +36,8 @@ def train_run(name: str, overrides: list[str]) -> Path:
 
 
 def check_predict(run: Path, texts: list[str]) -> dict:
-    gpu = TextClassifier.from_run(run, batch_size=128)  # --device auto, --precision default
-    device = next(gpu.model.parameters())
+    gpu = TextClassifier.from_run(run)  # --device auto, --precision and --batch-size defaults
+    device = next(gpu.runner.model.parameters())
     gpu.probabilities(texts[:256])  # warm-up: kernels, allocator
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -45,7 +45,8 @@ def check_predict(run: Path, texts: list[str]) -> dict:
     torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     on_cpu = TextClassifier.from_run(run, options=LoadOptions(device="cpu", precision="fp32")).probabilities(texts)
-    return {"device": str(device.device), "dtype": str(device.dtype), "texts": len(texts),
+    return {"device": str(device.device), "dtype": str(device.dtype), "batch_size": gpu.batch_size,
+            "attention": gpu.runner.model.config._attn_implementation, "texts": len(texts),
             "texts_per_second": round(len(texts) / seconds, 1),
             "label_agreement_with_cpu_fp32": float((on_gpu.argmax(-1) == on_cpu.argmax(-1)).mean()),
             "max_probability_difference": float(np.abs(on_gpu - on_cpu).max())}
@@ -125,7 +126,7 @@ def main() -> None:
         ner = train_run("wnut17_lora", ["dataset.max_train_samples=1000", "training.num_train_epochs=1",
                                          "training.save_strategy=no", "training.eval_strategy=no", f"output_dir={tmp}/ner"])
         tagger = TokenTagger.from_run(ner)
-        results["ner"] = {"device": str(next(tagger.model.parameters()).device),
+        results["ner"] = {"device": str(next(tagger.runner.model.parameters()).device),
                           "entities": tagger.entities(["Empire State Building is in New York"])[0]}
     print(json.dumps(results, indent=2, default=str))
 

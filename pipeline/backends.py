@@ -52,6 +52,11 @@ class Engine:
     max_length: int
     adapters: list[str]
 
+    def batch_size(self, on_cpu: int) -> int:
+        """A GPU fills up with four times the CPU's batch; past that, bf16 kernels gain little."""
+        on_gpu = getattr(getattr(self.runner, "device", None), "type", "cpu") != "cpu"
+        return on_cpu * 4 if on_gpu else on_cpu
+
 
 class TorchRunner:
     backend = "torch"
@@ -113,7 +118,7 @@ class OpenVinoRunner:
 
         openvino = require("openvino")
         core = openvino.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not openvino_has_bf16():
             raise PipelineError("--backend openvino --precision bf16 needs a CPU with bf16 units (AMX or "
                                 "AVX512-BF16), which this one lacks; use --precision fp32")
         # The throughput hint runs several batches at once in streams that split the cores.
@@ -152,7 +157,8 @@ def resolve_backend(options: LoadOptions) -> tuple[str, str]:
     if name == "auto":
         installed = [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
         wanted = options.precision or "fp32"
-        candidates = [b for b in installed if wanted in BACKEND_PRECISIONS[b]]
+        candidates = [b for b in installed if wanted in BACKEND_PRECISIONS[b]
+                      and not (b == "openvino" and wanted == "bf16" and not openvino_has_bf16())]
         if device.type != "cpu" or not candidates:
             name = "torch"
         else:
@@ -196,6 +202,13 @@ def load_engine(run_dir: str | Path, model_class: Any, adapters: dict[str, str |
     runner = (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(folder, precision)
     tokenizer = load_run_tokenizer(run_dir, options.trust_remote_code)
     return Engine(runner, tokenizer, runs.load_labels(run_dir), config.dataset.max_length, [])
+
+
+def openvino_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 here (AMX or AVX512-BF16 units)."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _threads() -> int:

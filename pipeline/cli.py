@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("evaluate", cmd_evaluate, "score a finished run on a split of its dataset")
     p.add_argument("run", help="a run folder (the output_dir of a training run)")
     p.add_argument("--split", default="validation", help="validation (default) or test")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, help="texts per forward pass (default: 64 on a CPU, 256 on a GPU)")
     _add_load_options(p, backend=True)
 
     p = command("predict", cmd_predict, "label texts with a finished run")
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a token_classification run folder")
     _add_input_options(p)
     p.add_argument("--json", action="store_true", help='print JSON lines {"text", "entities": [...]}')
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, help="sentences per forward pass (default: 32 on a CPU, 128 on a GPU)")
     _add_load_options(p, backend=True)
 
     p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict)")
@@ -166,7 +166,7 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=RUN_DIR",
                    help="another LoRA run of the same base, loaded beside the run's own (repeatable)")
     p.add_argument("--use", help="the adapter to predict with (default: the run's own)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, help="texts per forward pass (default: 64 on a CPU, 256 on a GPU)")
     p.add_argument("--max-length", type=int, help="truncate texts here (default: the run's max_length)")
     _add_load_options(p, backend=True)
 
@@ -219,10 +219,14 @@ def load_engine(args: argparse.Namespace, command: str) -> Any:
         if not sep or not name or not path:
             raise PipelineError(f"--adapter {item!r} is not NAME=RUN_DIR")
         adapters[name] = path
-    if args.batch_size <= 0:
-        raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
+    check_batch_size(args)
     return TextClassifier.from_run(args.run, batch_size=args.batch_size, max_length=args.max_length,
                                    adapters=adapters, options=load_options(args))
+
+
+def check_batch_size(args: argparse.Namespace) -> None:
+    if args.batch_size is not None and args.batch_size <= 0:
+        raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
 
 
 def resolve_config_path(name: str) -> Path:
@@ -251,8 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.batch_size <= 0:
-        raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
+    check_batch_size(args)
     from pipeline import runs
 
     recipe, options = run_recipe(args.run, "evaluate"), load_options(args)
@@ -302,6 +305,7 @@ def cmd_ner(args: argparse.Namespace) -> int:
     from pipeline.inference import TokenTagger, chunks
 
     run_recipe(args.run, "ner")
+    check_batch_size(args)
     texts = input_texts(args, "tag")
     tagger = TokenTagger.from_run(args.run, batch_size=args.batch_size, options=load_options(args))
     for chunk in chunks(texts, 1024):

@@ -54,7 +54,7 @@ class Recipe:
     def build(self, config: Any) -> Task:
         raise NotImplementedError
 
-    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 64, options: Any = None) -> dict[str, Any]:
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None, options: Any = None) -> dict[str, Any]:
         """Reload a finished run (``options``: an ``inference.LoadOptions``: device, precision, trust
         flags) and score ``split``, recording the scores in the run folder. Training records its final
         scores through this same function, so ``pipeline evaluate`` reproduces them exactly."""

@@ -68,7 +68,7 @@ class CausalLM(Recipe):
     def training_defaults(self, config: RunConfig) -> dict[str, Any]:
         return {"label_names": ["labels"]}
 
-    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
         config = runs.load_run_config(run_dir)
         if split != "validation":
@@ -76,7 +76,7 @@ class CausalLM(Recipe):
         loaded = load_run_model(run_dir, AutoModelForCausalLM, options=options)
         corpus = load_text_corpus(config.dataset, config.seed)
         blocks = examples(config, corpus, loaded.tokenizer, loaded.model.config)
-        scores = lm_scores(loaded.model, blocks["validation"], default_data_collator, causal=True, batch_size=batch_size)
+        scores = lm_scores(loaded.model, blocks["validation"], default_data_collator, causal=True, batch_size=batch_size or 32)
         return record_lm_scores(scores, Path(run_dir), split)
 
 

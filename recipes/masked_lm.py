@@ -69,14 +69,14 @@ class MaskedLM(Recipe):
         # the collator needs the special-token mask and word offsets, which the model does not take
         return {"label_names": fields, "remove_unused_columns": False}
 
-    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
         config = runs.load_run_config(run_dir)
         if split != "validation":
             raise PipelineError(f"masked_lm runs hold out a validation split only, not {split!r}; use --split validation")
         loaded = load_run_model(run_dir, self.model_class(config), options=options)
         _, validation, collator = examples(config, load_text_corpus(config.dataset, config.seed), loaded.tokenizer)
-        return record_lm_scores(lm_scores(loaded.model, validation, collator, causal=False, batch_size=batch_size),
+        return record_lm_scores(lm_scores(loaded.model, validation, collator, causal=False, batch_size=batch_size or 32),
                                 Path(run_dir), split)
 
 

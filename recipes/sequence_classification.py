@@ -67,7 +67,7 @@ class SequenceClassification(Recipe):
                     compute_metrics=partial(compute_metrics, label_names=label_names), label_names=label_names,
                     final_splits=labelled)
 
-    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 64,
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
         config = runs.load_run_config(run_dir)
         classifier = TextClassifier.from_run(run_dir, batch_size=batch_size, options=options)

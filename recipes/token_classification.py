@@ -65,7 +65,7 @@ class TokenClassification(Recipe):
                     compute_metrics=partial(compute_metrics, label_names=label_names), label_names=label_names,
                     final_splits=tuple(name for name in ("validation", "test") if name in splits))
 
-    def evaluate_run(self, run_dir: Path, split: str, batch_size: int = 32,
+    def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
         config = runs.load_run_config(run_dir)
         tagger = TokenTagger.from_run(run_dir, batch_size=batch_size, options=options)

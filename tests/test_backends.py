@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from pipeline.backends import resolve_backend
+from pipeline.backends import openvino_has_bf16, resolve_backend
 from pipeline.errors import PipelineError
 from pipeline.inference import TextClassifier
 from pipeline.loading import LoadOptions
@@ -41,18 +41,12 @@ def test_fp32_backends_give_torch_probabilities(backend, lora_run, dev_texts, to
     assert np.abs(probabilities(lora_run, dev_texts, backend) - torch_fp32).max() < 1e-3
 
 
-def cpu_has_bf16() -> bool:
-    import openvino
-
-    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 # Measured on these 300 sentences: OpenVINO bf16 keeps 99.7-100% of fp32's labels; int8 dynamic
 # quantization 97% (this short run leaves many sentences near 0.5, where int8's error flips them).
 # Thresholds: the measurement less one point (bf16), less two (int8).
 @pytest.mark.parametrize("backend,precision,least", [("openvino", "bf16", 0.985), ("onnxruntime", "int8", 0.95)])
 def test_reduced_precisions_agree_with_torch_fp32(backend, precision, least, lora_run, dev_texts, torch_fp32):
-    if precision == "bf16" and not cpu_has_bf16():
+    if precision == "bf16" and not openvino_has_bf16():
         with pytest.raises(PipelineError, match="needs a CPU with bf16 units"):
             probabilities(lora_run, dev_texts, backend, precision)
         return
@@ -160,8 +154,45 @@ def test_a_missing_runtime_names_its_install_command(runtime, extra, lora_run, m
 
 def test_auto_takes_the_fastest_installed_runtime_for_the_precision(monkeypatch):
     assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("openvino", "fp32")
+    bf16 = "openvino" if openvino_has_bf16() else "torch"
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="bf16")) == (bf16, "bf16")
     assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("onnxruntime", "int8")
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("onnxruntime", "fp32")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="bf16")) == ("torch", "bf16")
+
+
+def test_serve_on_openvino_answers_like_torch(lora_run, dev_texts, torch_fp32):
+    import socket
+    import threading
+    import time
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    import uvicorn
+
+    from pipeline.serve import create_app
+
+    engine = TextClassifier.from_run(lora_run, options=LoadOptions(device="cpu", backend="openvino"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+
+    def post(start: int) -> list[dict]:
+        body = json.dumps({"texts": dev_texts[start:start + 8]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["predictions"]
+
+    try:
+        with ThreadPoolExecutor(4) as pool:  # concurrent requests share the micro-batches
+            answers = [p for batch in pool.map(post, range(0, 64, 8)) for p in batch]
+    finally:
+        server.should_exit = True
+    assert [a["label"] for a in answers] == [["negative", "positive"][i] for i in torch_fp32[:64].argmax(-1)]
