@@ -1,9 +1,11 @@
 """Shared fixtures: real SST-2 rows from the data root, and real runs trained once per session."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -35,6 +37,32 @@ def write_tsv(path: Path, rows: list[tuple[str, str]], header: tuple[str, str] =
 
 def run_cli(*args: str) -> int:
     return main([str(a) for a in args])
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Run an HTTP app on a free loopback port in a thread, as `pipeline serve` would; yields its URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, serving
 from pipeline.backends import openvino_has_bf16, resolve_backend
 from pipeline.errors import PipelineError
 from pipeline.inference import TextClassifier
@@ -164,35 +164,19 @@ def test_auto_takes_the_fastest_installed_runtime_for_the_precision(monkeypatch)
 
 
 def test_serve_on_openvino_answers_like_torch(lora_run, dev_texts, torch_fp32):
-    import socket
-    import threading
-    import time
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
-
-    import uvicorn
 
     from pipeline.serve import create_app
 
     engine = TextClassifier.from_run(lora_run, options=LoadOptions(device="cpu", backend="openvino"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(engine), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
 
-    def post(start: int) -> list[dict]:
+    def post(url: str, start: int) -> list[dict]:
         body = json.dumps({"texts": dev_texts[start:start + 8]}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"{url}/predict", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())["predictions"]
 
-    try:
-        with ThreadPoolExecutor(4) as pool:  # concurrent requests share the micro-batches
-            answers = [p for batch in pool.map(post, range(0, 64, 8)) for p in batch]
-    finally:
-        server.should_exit = True
+    with serving(create_app(engine)) as url, ThreadPoolExecutor(4) as pool:  # requests share micro-batches
+        answers = [p for batch in pool.map(lambda start: post(url, start), range(0, 64, 8)) for p in batch]
     assert [a["label"] for a in answers] == [["negative", "positive"][i] for i in torch_fp32[:64].argmax(-1)]

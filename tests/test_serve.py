@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import uvicorn
 
+from conftest import serving
 from pipeline.inference import TextClassifier
 from pipeline.serve import Limits, create_app
 
@@ -19,21 +16,8 @@ from pipeline.serve import Limits, create_app
 @pytest.fixture(scope="module")
 def server(lora_run, rt_lora_run):
     engine = TextClassifier.from_run(lora_run, adapters={"rt": rt_lora_run})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(engine, Limits(max_texts=16, max_body_bytes=20_000))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if srv.started:
-            break
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", engine
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(engine, Limits(max_texts=16, max_body_bytes=20_000))) as url:
+        yield url, engine
 
 
 def call(url: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
