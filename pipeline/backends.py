@@ -14,12 +14,14 @@ see ``resolve_backend``.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import numpy as np
+import torch
 
 from pipeline import runs
 from pipeline.errors import PipelineError
@@ -54,7 +56,7 @@ class Engine:
 
     def batch_size(self, on_cpu: int) -> int:
         """A GPU fills up with four times the CPU's batch; past that, bf16 kernels gain little."""
-        on_gpu = getattr(getattr(self.runner, "device", None), "type", "cpu") != "cpu"
+        on_gpu = isinstance(self.runner, TorchRunner) and self.runner.device.type != "cpu"
         return on_cpu * 4 if on_gpu else on_cpu
 
 
@@ -62,13 +64,10 @@ class TorchRunner:
     backend = "torch"
 
     def __init__(self, model: Any, precision: str = "fp32"):
-        import torch
-
-        self.torch, self.model, self.precision = torch, model, precision
+        self.model, self.precision = model, precision
         self.device = next(model.parameters()).device
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        torch = self.torch
         with torch.inference_mode():
             inputs = {name: torch.from_numpy(array).to(self.device) for name, array in batch.items()}
             return self.model(**inputs).logits.float().cpu().numpy()
@@ -117,22 +116,19 @@ class OpenVinoRunner:
         from pipeline.export import GRAPH_FILES, require
 
         openvino = require("openvino")
-        core = openvino.Core()
         if precision == "bf16" and not openvino_has_bf16():
             raise PipelineError("--backend openvino --precision bf16 needs a CPU with bf16 units (AMX or "
                                 "AVX512-BF16), which this one lacks; use --precision fp32")
         # The throughput hint runs several batches at once in streams that split the cores.
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_NUM_THREADS": _threads()}
-        self.model = core.compile_model(str(folder / GRAPH_FILES["openvino"]), "CPU", config)
+        self.model = openvino.Core().compile_model(str(folder / GRAPH_FILES["openvino"]), "CPU", config)
         self.requests = openvino.AsyncInferQueue(self.model, self.model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.request = self.model.create_infer_request()
         self.inputs = [port.any_name for port in self.model.inputs]
         self.precision = precision
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        self.request.infer({name: batch[name] for name in self.inputs})
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+        return next(self.run_batches([batch]))
 
     def run_batches(self, batches: list[dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(batches)
@@ -204,6 +200,7 @@ def load_engine(run_dir: str | Path, model_class: Any, adapters: dict[str, str |
     return Engine(runner, tokenizer, runs.load_labels(run_dir), config.dataset.max_length, [])
 
 
+@functools.cache
 def openvino_has_bf16() -> bool:
     """Whether OpenVINO's CPU plugin runs bf16 here (AMX or AVX512-BF16 units)."""
     import openvino

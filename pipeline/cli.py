@@ -256,14 +256,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_batch_size(args)
-    from pipeline import runs
-
-    recipe, options = run_recipe(args.run, "evaluate"), load_options(args)
-    if options.backend not in ("torch", "auto"):
-        from pipeline.export import check_graph_task
-
-        check_graph_task(recipe.model_class(runs.load_run_config(args.run)), f"--backend {options.backend}")
-    recipe.evaluate_run(Path(args.run), args.split, batch_size=args.batch_size, options=options)
+    run_recipe(args.run, "evaluate").evaluate_run(Path(args.run), args.split, batch_size=args.batch_size,
+                                                  options=load_options(args))
     return 0
 
 

@@ -18,16 +18,13 @@ from typing import Any
 
 from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.loading import LoadOptions, load_run_model
+from pipeline.loading import GRAPH_TASKS, LoadOptions, check_graph_task, load_run_model
 
 FORMATS = ("transformers", "onnx", "openvino")
 GRAPH_FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
 EXPORT_FILE = "export.json"
 INSTALL = {"onnx": "pip install 'finetune-pipeline[onnx]'", "onnxruntime": "pip install 'finetune-pipeline[onnx]'",
            "openvino": "pip install 'finetune-pipeline[openvino]'"}
-# The graph formats hold a classifier's logits; other recipes export as transformers models.
-GRAPH_TASKS = {"AutoModelForSequenceClassification": "sequence_classification",
-               "AutoModelForTokenClassification": "token_classification"}
 CPU_FP32 = LoadOptions(device="cpu", precision="fp32")
 
 
@@ -40,13 +37,6 @@ def require(module: str, install_name: str | None = None) -> Any:
     except ImportError:
         name = install_name or module
         raise PipelineError(f"{name} is not installed; run: {INSTALL[name]}") from None
-
-
-def check_graph_task(model_class: Any, what: str) -> None:
-    """The runtime formats and backends hold classifiers; stop with one line for other runs."""
-    if model_class.__name__ not in GRAPH_TASKS:
-        raise PipelineError(f"{what} covers sequence- and token-classification runs; this run loads as "
-                            f"{model_class.__name__}: use the torch backend and the transformers format")
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, model_class: Any, fmt: str = "transformers",
@@ -147,12 +137,10 @@ def source_fingerprint(run_dir: str | Path) -> dict[str, list[int]]:
 
 
 def runtime_graph(run_dir: str | Path, fmt: str, model_class: Any, options: LoadOptions = CPU_FP32) -> Path:
-    """A folder holding the run in ``fmt`` for a runtime backend: the run itself when it is an export
-    of that format, else a conversion cached in ``RUN/exports/FMT`` (made again when the run's weights
-    change; in a temporary folder when the run folder is read-only)."""
+    """A folder holding the run in ``fmt`` for a runtime backend: a conversion cached in
+    ``RUN/exports/FMT`` (made again when the run's weights change; in a temporary folder when the run
+    folder is read-only)."""
     run_dir = Path(run_dir)
-    if (run_dir / GRAPH_FILES[fmt]).exists():
-        return run_dir
     cache = run_dir / "exports" / fmt
     description = cache / EXPORT_FILE
     if description.exists():

@@ -19,6 +19,9 @@ from pipeline.errors import PipelineError
 from pipeline.models import load_pretrained, load_tokenizer, resolve_model
 
 PRECISIONS = ("fp32", "bf16", "int8")
+# What the ONNX and OpenVINO formats and backends hold: a classifier's logits.
+GRAPH_TASKS = {"AutoModelForSequenceClassification": "sequence_classification",
+               "AutoModelForTokenClassification": "token_classification"}
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
 
@@ -52,6 +55,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def check_graph_task(model_class: Any, what: str) -> None:
+    """The runtime formats and backends hold classifiers; stop with one line for other runs."""
+    if model_class.__name__ not in GRAPH_TASKS:
+        raise PipelineError(f"{what} covers sequence- and token-classification runs; this run loads as "
+                            f"{model_class.__name__}: use the torch backend and the transformers format")
+
+
 def resolve_precision(precision: str | None, device: torch.device) -> str:
     if precision is None:
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
@@ -81,6 +91,8 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     which gives the same predictions at plain-model speed.
     """
     run_dir = Path(run_dir)
+    if options.backend not in ("torch", "auto"):  # classifiers reach the runtimes through backends.load_engine
+        check_graph_task(auto_class, f"--backend {options.backend}")
     config = runs.load_run_config(run_dir)
     label_names = runs.load_labels(run_dir)
     resolve_precision(options.precision, resolve_device(options.device))  # fail before loading
