@@ -8,6 +8,7 @@ to run them without this package: the tokenizer, ``labels.json`` and the model's
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import shutil
@@ -61,9 +62,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, model_class: Any, fmt: 
         if fmt == "transformers":
             loaded.model.save_pretrained(out_dir)
         else:
-            _write_graph(loaded, out_dir, fmt)
+            inputs = _write_graph(loaded, out_dir, fmt)
             description = {"format": fmt, "task": GRAPH_TASKS[model_class.__name__],
-                           "inputs": list(loaded.tokenizer.model_input_names), "output": "logits",
+                           "inputs": inputs, "output": "logits",
                            "max_length": loaded.config.dataset.max_length, "source": source_fingerprint(run_dir)}
             (out_dir / EXPORT_FILE).write_text(json.dumps(description, indent=1), encoding="utf-8")
             loaded.model.config.save_pretrained(out_dir)
@@ -76,18 +77,22 @@ def export_run(run_dir: str | Path, out_dir: str | Path, model_class: Any, fmt: 
     return out_dir
 
 
-def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> None:
+def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> list[str]:
     """Trace the merged model (with the [CLS]-only last layer where it applies) on a padded batch of
-    two texts, batch and sequence length left dynamic, and save it in the runtime's format."""
+    two texts, batch and sequence length left dynamic, and save it in the runtime's format; return
+    the graph's input names."""
     import torch
 
     from pipeline.first_token import first_token_last_layer
 
     model = first_token_last_layer(loaded.model.float().eval())
-    names = list(loaded.tokenizer.model_input_names)
+    # The graph's inputs: what the tokenizer gives and the model's forward names (a BERT WordPiece
+    # tokenizer gives token_type_ids, which DistilBERT's forward would only swallow in **kwargs).
+    accepted = inspect.signature(model.forward).parameters
     example = loaded.tokenizer(["a short text", "a somewhat longer text to trace the padding with"],
                                padding=True, return_tensors="pt")
-    example = {name: example[name] for name in names if name in example}
+    example = {name: example[name] for name in loaded.tokenizer.model_input_names
+               if name in example and name in accepted}
     try:
         with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo"):
             warnings.simplefilter("ignore")
@@ -105,6 +110,7 @@ def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> None:
                 graph = openvino.convert_model(model, example_input=example)  # inputs named by the dict's keys
                 graph.outputs[0].get_tensor().set_names({"logits"})
                 openvino.save_model(graph, str(out_dir / GRAPH_FILES["openvino"]), compress_to_fp16=False)
+        return list(example)
     except Exception as exc:  # a converter that cannot handle this architecture
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise PipelineError(f"{fmt} conversion of this {type(loaded.model).__name__} failed ({first}); "

@@ -166,3 +166,23 @@ def test_lora_params_and_advise_plan_with_the_architecture_defaults(zoo, capsys)
     assert "q_lin" in out and "v_lin" in out and "total LoRA parameters: 1,024" in out
     assert run_cli("advise", "--model", zoo("modernbert"), "--train-size", "500", "--gpu-memory", "8GB") == 0
     assert "recommendation: LoRA" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2", "llama"])
+def test_onnx_runtime_and_openvino_run_other_architectures_like_torch(model_type, zoo, sst2_files, tmp_path):
+    from pipeline.loading import LoadOptions
+
+    run = tmp_path / "full"
+    train, dev = sst2_files
+    assert run_cli("train", "sst2_full", f"model={zoo(model_type)}", "dataset.name=null", f"dataset.train_file={train}",
+                   f"dataset.validation_file={dev}", *STEPS, f"output_dir={run}") == 0
+    texts = [s for s, _ in sst2_rows_of(dev)]
+    expected = TextClassifier.from_run(run, options=LoadOptions(device="cpu", precision="fp32")).probabilities(texts)
+    for backend in ("onnxruntime", "openvino"):
+        options = LoadOptions(device="cpu", precision="fp32", backend=backend)
+        probs = TextClassifier.from_run(run, options=options).probabilities(texts)
+        np.testing.assert_allclose(probs, expected, atol=1e-3, err_msg=backend)
+
+
+def sst2_rows_of(path):
+    return [line.split("\t")[:2] for line in path.read_text(encoding="utf-8").splitlines()[1:]]
