@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -112,7 +113,10 @@ def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> list[str]:
                 openvino.save_model(graph, str(out_dir / GRAPH_FILES["openvino"]), compress_to_fp16=False)
         return list(example)
     except Exception as exc:  # a converter that cannot handle this architecture
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        while exc.__cause__ is not None:  # torch.onnx wraps the reason in "step 1/3 failed"
+            exc = exc.__cause__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # no terminal colour codes
+        first = text.splitlines()[0][:200] if text else type(exc).__name__
         raise PipelineError(f"{fmt} conversion of this {type(loaded.model).__name__} failed ({first}); "
                             f"use --backend torch, or --format transformers") from None
 
