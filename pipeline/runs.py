@@ -120,9 +120,12 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
     found = []
     for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
         step = path.name.rpartition("-")[2]
-        weights = any((path / name).exists() for name in ("model.safetensors", "adapter_model.safetensors"))
-        needed = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-        if step.isdigit() and weights and all((path / name).exists() for name in needed):
+        # FSDP writes sharded weights and optimizer state as folders, each finished by its .metadata.
+        weights = any((path / name).exists() for name in ("model.safetensors", "adapter_model.safetensors",
+                                                           "pytorch_model_fsdp_0/.metadata"))
+        optimizer = any((path / name).exists() for name in ("optimizer.pt", "optimizer_0/.metadata"))
+        needed = ("trainer_state.json", "scheduler.pt")
+        if step.isdigit() and weights and optimizer and all((path / name).exists() for name in needed):
             found.append((int(step), path))
     return [path for _, path in sorted(found)]
 

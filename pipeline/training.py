@@ -17,9 +17,11 @@ from typing import Any
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from pipeline import runs
 from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
+from pipeline.distributed import check_fsdp_launch, gathered_state_dict, setup_fsdp
 from pipeline.errors import PipelineError
 from pipeline.log import log
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
@@ -38,8 +40,25 @@ class PipelineTrainer(Trainer):
         self.layerwise_lr_decay = layerwise_lr_decay
         self.causal = causal
         super().__init__(*args, **kwargs)
+        if not causal:
+            # Classification and masked-LM heads average their loss over the batch themselves; Trainer
+            # would otherwise scale it by the process count for a token average they do not take.
+            self.model_accepts_loss_kwargs = False
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        self.is_fsdp_enabled = setup_fsdp(self.accelerator, self.model, cpu=cpu_only())
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        if self.is_fsdp_enabled:
+            # Trainer marks the best checkpoint by whether its folder exists once every process has saved
+            # the weights; with sharded FSDP state the folder only appears later, so a process that looked
+            # early skipped loading the best model while the other waited for it: make the folder first.
+            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+        super()._save_checkpoint(model, trial)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
@@ -179,6 +198,7 @@ def native_bf16() -> bool:
 def check_machine(config: RunConfig) -> None:
     """What the config needs of this machine, checked before anything loads (validation checks the
     config alone, so that a finished run's config loads anywhere)."""
+    check_fsdp_launch()
     lexicon = config.augment.lexicon
     if config.augment.factor and lexicon and not Path(lexicon).is_file():
         raise PipelineError(f"augment.lexicon {lexicon} does not exist; check the path")
@@ -238,10 +258,12 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.perf_counter() - start
+        # Under FSDP every process holds a shard: all of them gather the full weights for the main one.
+        full_state = gathered_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
         if not trainer.is_world_process_zero():
             return run_dir
         # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.
-        model.save_pretrained(run_dir)
+        model.save_pretrained(run_dir, state_dict=full_state)
         task.tokenizer.save_pretrained(run_dir)
         runs.save_labels(run_dir, task.label_names)
     except OSError as exc:  # a full disk, a vanished folder: the checkpoints written so far stay usable

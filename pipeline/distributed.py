@@ -1,0 +1,69 @@
+"""Sharded training under ``accelerate launch``: what the pipeline adds to accelerate's FSDP so that
+the presets in ``launch/`` run as shipped, on GPUs and on CPU processes over gloo."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from pipeline.errors import PipelineError
+
+
+def fsdp_requested() -> bool:
+    """Whether ``accelerate launch`` was given an FSDP config (it passes it on in the environment)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def check_fsdp_launch() -> None:
+    """Refuse, before anything loads, the FSDP settings the pipeline cannot honour."""
+    if fsdp_requested() and os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() == "true":
+        raise PipelineError("fsdp_cpu_ram_efficient_loading: true is not supported (the pipeline builds task heads "
+                            "and adapters after loading, which the other processes would do on empty weights); "
+                            "set it to false in the launch config, as launch/fsdp.yaml does")
+
+
+def setup_fsdp(accelerator, model: torch.nn.Module, cpu: bool) -> bool:
+    """Make accelerate's FSDP state fit this run; returns whether FSDP is on.
+
+    - On CPU processes accelerate turns FSDP off by itself (it enables it for GPU process groups
+      only) and would quietly run plain DDP; torch's ``fully_shard`` runs over gloo, so the state is
+      switched to FSDP with the plugin the launch config describes.
+    - The units to shard: the model's ``_no_split_modules`` minus those holding the input
+      embeddings, which accelerate shards as a unit of their own (BERT and RoBERTa list their
+      embedding block there, and sharding it twice fails).
+    """
+    state = accelerator.state
+    plugin = getattr(state, "fsdp_plugin", None)
+    if plugin is None and cpu and fsdp_requested():
+        from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+        plugin = FullyShardedDataParallelPlugin()
+        if state.mixed_precision != "no":
+            plugin.set_mixed_precision(state.mixed_precision)
+        state.distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = plugin
+    if plugin is None:
+        return False
+    if plugin.transformer_cls_names_to_wrap is None:
+        plugin.transformer_cls_names_to_wrap = shard_units(model)
+    return True
+
+
+def shard_units(model: torch.nn.Module) -> list[str]:
+    """Class names of the blocks FSDP shards one by one (the transformer layers)."""
+    base = getattr(model, "get_base_model", lambda: model)()  # a peft wrapper has no _no_split_modules
+    names = set(getattr(base, "_no_split_modules", None) or [])
+    embeddings = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
+    holding_embeddings = {type(m).__name__ for m in base.modules()
+                          if embeddings is not None and any(c is embeddings for c in m.modules())}
+    return sorted(names - holding_embeddings)
+
+
+def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The full weights of a sharded model, on the CPU. Every process must call it (each shard is
+    all-gathered). Each tensor is a fresh copy: on CPU processes the unsharded buffers FSDP gathers
+    into are freed when it reshards, so torch's own full state dict can point at freed memory."""
+    from torch.distributed.tensor import DTensor
+
+    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().to("cpu", copy=True)
+            for name, value in model.state_dict().items()}
