@@ -14,9 +14,21 @@ def fsdp_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-def check_fsdp_launch() -> None:
+# Methods that do not run sharded, with the reason the refusal gives.
+NOT_UNDER_FSDP = {"adalora": "re-allocates its ranks from whole adapter matrices",
+                  "prompt": "builds its prompt embeddings for checkpoints outside the sharded forward",
+                  "prefix": "builds its prefix embeddings for checkpoints outside the sharded forward"}
+
+
+def check_fsdp_launch(method: str) -> None:
     """Refuse, before anything loads, the FSDP settings the pipeline cannot honour."""
-    if fsdp_requested() and os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() == "true":
+    if not fsdp_requested():
+        return
+    if method in NOT_UNDER_FSDP:
+        raise PipelineError(f"method {method} does not run under FSDP (it {NOT_UNDER_FSDP[method]}); launch it "
+                            "with DDP (launch/multi_cpu.yaml, launch/multi_gpu.yaml) or use lora, dora, ia3, head "
+                            "or full with FSDP")
+    if os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() == "true":
         raise PipelineError("fsdp_cpu_ram_efficient_loading: true is not supported (the pipeline builds task heads "
                             "and adapters after loading, which the other processes would do on empty weights); "
                             "set it to false in the launch config, as launch/fsdp.yaml does")
@@ -57,6 +69,25 @@ def shard_units(model: torch.nn.Module) -> list[str]:
     holding_embeddings = {type(m).__name__ for m in base.modules()
                           if embeddings is not None and any(c is embeddings for c in m.modules())}
     return sorted(names - holding_embeddings)
+
+
+def full_state_dict(trainer) -> dict[str, torch.Tensor] | None:
+    """The whole weights to save where processes hold only shards of them (FSDP, DeepSpeed ZeRO-3),
+    else None (the main process holds them whole). Every process must call it: the shards are gathered."""
+    if trainer.is_fsdp_enabled:
+        return gathered_state_dict(trainer.model)
+    if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        return trainer.accelerator.get_state_dict(trainer.model_wrapped)  # needs zero3_save_16bit_model
+    return None
+
+
+def end_zero3_loading() -> None:
+    """After a ZeRO-3 run transformers would still build every model partitioned across processes;
+    the run's final scoring reloads it on the main process alone."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    if is_deepspeed_zero3_enabled():
+        unset_hf_deepspeed_config()
 
 
 def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

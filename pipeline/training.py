@@ -21,7 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from pipeline import runs
 from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
-from pipeline.distributed import check_fsdp_launch, gathered_state_dict, setup_fsdp
+from pipeline.distributed import check_fsdp_launch, end_zero3_loading, full_state_dict, setup_fsdp
 from pipeline.errors import PipelineError
 from pipeline.log import log
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
@@ -198,7 +198,7 @@ def native_bf16() -> bool:
 def check_machine(config: RunConfig) -> None:
     """What the config needs of this machine, checked before anything loads (validation checks the
     config alone, so that a finished run's config loads anywhere)."""
-    check_fsdp_launch()
+    check_fsdp_launch(config.method)
     lexicon = config.augment.lexicon
     if config.augment.factor and lexicon and not Path(lexicon).is_file():
         raise PipelineError(f"augment.lexicon {lexicon} does not exist; check the path")
@@ -258,8 +258,8 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     try:
         result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         train_seconds = time.perf_counter() - start
-        # Under FSDP every process holds a shard: all of them gather the full weights for the main one.
-        full_state = gathered_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+        full_state = full_state_dict(trainer)  # sharded training: every process helps gather the weights
+        end_zero3_loading()
         if not trainer.is_world_process_zero():
             return run_dir
         # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.

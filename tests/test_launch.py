@@ -1,4 +1,4 @@
-"""Launching: two processes with accelerate (DDP over gloo on a CPU), and resuming after SIGKILL."""
+"""Launching: two processes with the DDP preset as shipped (gloo on a CPU), and resuming after SIGKILL."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ import pytest
 from conftest import run_cli
 from pipeline.runs import complete_checkpoints
 
+PRESETS = Path(__file__).resolve().parents[1] / "launch"
 QUICK = ["dataset.max_train_samples=400", "dataset.max_eval_samples=200", "training.num_train_epochs=1",
          "training.learning_rate=1e-3"]
 
@@ -28,8 +29,7 @@ def test_two_process_ddp_run_matches_a_single_process_run(tmp_path):
                    f"output_dir={single}") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(PRESETS / "multi_cpu.yaml"),
          "-m", "pipeline", "train", "sst2_lora", *QUICK, "training.per_device_train_batch_size=8",
          f"output_dir={ddp}"], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
