@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -260,6 +261,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         train_seconds = time.perf_counter() - start
         full_state = full_state_dict(trainer)  # sharded training: every process helps gather the weights
         end_zero3_loading()
+        peaks = gather_object([peak_memory_mb()])  # every process's, for the scaling comparisons
         if not trainer.is_world_process_zero():
             return run_dir
         # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.
@@ -276,7 +278,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
                   "samples_per_second": result.metrics.get("train_samples_per_second"),
                   "loss": result.metrics.get("train_loss"),
                   "best_checkpoint": trainer.state.best_model_checkpoint,
-                  "peak_memory_mb": peak_memory_mb()},
+                  "peak_memory_mb": max(peaks), "peak_memory_mb_per_process": peaks},
     })
     del trainer, model  # the final scores come from the saved run, reloaded as `pipeline evaluate` reloads it
     for split in task.final_splits:

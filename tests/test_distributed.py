@@ -1,6 +1,6 @@
 """Sharded and multi-machine training on CPU processes over gloo, with the presets in launch/ as
-shipped: FSDP full fine-tuning and LoRA, resume of a sharded run after SIGKILL, and two "machines"
-of one process each on localhost."""
+shipped: FSDP full fine-tuning and LoRA, resume of a sharded run after SIGKILL, DeepSpeed ZeRO-2 and
+ZeRO-3, and two "machines" of one process each on localhost."""
 from __future__ import annotations
 
 import json
@@ -101,6 +101,30 @@ def test_fsdp_refuses_what_it_cannot_shard_before_loading(tmp_path):
     assert process.returncode != 0
     assert "method adalora does not run under FSDP" in err and "multi_cpu.yaml" in err
     assert "Traceback" not in err.split("error:")[0] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stage, method, weights", [(2, "lora", "adapter_model.safetensors"),
+                                                   (3, "full", "model.safetensors")])
+def test_deepspeed_zero_saves_the_whole_model_which_scores_as_in_memory(tmp_path, stage, method, weights):
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
+    run = tmp_path / f"zero{stage}"
+    lr = "training.learning_rate=1e-3" if method == "lora" else "training.learning_rate=5e-5"
+    finish(launch(["--config_file", str(ROOT / "launch" / f"deepspeed_zero{stage}.yaml")], "train", f"sst2_{method}",
+                  *SMALL, "training.num_train_epochs=1", lr, f"output_dir={run}"))
+    with safe_open(run / weights, framework="pt") as f:  # ZeRO-3 partitions weights: they are gathered
+        saved = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    assert saved == metrics(run)["parameters"]["trainable" if method == "lora" else "total"]
+    assert metrics(run)["validation"]["accuracy"] == pytest.approx(best_eval_accuracy(run), abs=0.006)
+
+
+def test_memory_efficient_fsdp_loading_is_refused_with_the_setting_to_change(tmp_path, monkeypatch, capsys):
+    # What `accelerate launch` passes on for fsdp_cpu_ram_efficient_loading: true.
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
+    assert run_cli("train", "sst2_lora", f"output_dir={tmp_path / 'run'}") == 2
+    err = capsys.readouterr().err
+    assert "fsdp_cpu_ram_efficient_loading: true is not supported" in err and "set it to false" in err
+    assert not (tmp_path / "run").exists()
 
 
 def free_port() -> int:
