@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", metavar="CHECKPOINT",
                    help="continue an interrupted run from its latest complete checkpoint (or the one given)")
 
+    p = command("tune", cmd_tune, "search training settings (Optuna), each trial scored on the validation split")
+    p.add_argument("config", help="a YAML config file, or the name of a shipped config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. dataset.max_train_samples=2000")
+    p.add_argument("--trials", type=int, default=12, help="settings to try (default 12)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="start no trial after this many seconds")
+    p.add_argument("--output", help="the tune folder (default: the config's output_dir + _tune)")
+    p.add_argument("--overwrite", action="store_true", help="replace a search already in the tune folder")
+
     p = command("evaluate", cmd_evaluate, "score a finished run on a split of its dataset")
     p.add_argument("run", help="a run folder (the output_dir of a training run)")
     p.add_argument("--split", default="validation", help="validation (default) or test")
@@ -251,6 +259,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise PipelineError("--resume and --overwrite contradict each other; choose one")
     train(config, get_recipe(config.recipe), overwrite=args.overwrite, resume=args.resume)
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.registry import get_recipe
+    from pipeline.tune import tune
+
+    config = load_config(resolve_config_path(args.config), args.overrides)
+    tune(config, get_recipe(config.recipe), args.trials, args.timeout,
+         Path(args.output) if args.output else None, overwrite=args.overwrite)
     return 0
 
 

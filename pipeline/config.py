@@ -62,18 +62,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw  # not YAML: keep the text and let the schema judge it
-        node = data
-        parts = key.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise PipelineError(f"override {item!r}: {'.'.join(parts[:depth + 1])} is a value, "
-                                    f"not a section, so it has no key {parts[depth + 1]!r}")
-            node = child
-        node[parts[-1]] = value
+        set_key(data, key, value, what=f"override {item!r}")
     return data
+
+
+def set_key(data: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Set ``dotted.key`` in a config mapping, making sections on the way."""
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise PipelineError(f"{what}: {'.'.join(parts[:depth + 1])} is a value, "
+                                f"not a section, so it has no key {parts[depth + 1]!r}")
+        node = child
+    node[parts[-1]] = value
 
 
 def _deepcopy(data: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 from pipeline.errors import PipelineError
 
 # Every command that takes a run folder or a recipe config, in the order the README's table lists them.
-COMMANDS = ("train", "evaluate", "compare", "predict", "serve", "ner", "fill-mask", "generate", "inspect", "export",
+COMMANDS = ("train", "evaluate", "compare", "tune", "predict", "serve", "ner", "fill-mask", "generate", "inspect", "export",
             "push")
 
 

@@ -147,6 +147,33 @@ TRAINING_LIMITS: dict[str, tuple[str, float, float | None]] = {  # key -> (inter
     "learning_rate": ("(]", 0, 1),
 }
 # Set by the pipeline itself; a user value would be silently ignored or break the run folder.
+class SearchRange(Section):
+    """One setting's range for `pipeline tune`: low..high (log: sampled on a log scale; integer:
+    whole numbers), or a list of choices."""
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def range_or_choices(self) -> "SearchRange":
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either choices (a non-empty list) or low and high, not both")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"needs low < high (got low={self.low}, high={self.high}), or choices")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
+class TuneConfig(Section):
+    # dotted config keys (training.learning_rate, lora.r, ...) to their ranges; empty: the method's
+    # default space (pipeline.tune.default_space)
+    space: dict[str, SearchRange] = Field(default_factory=dict)
+
+
 RESERVED_TRAINING_KEYS = {"output_dir": "output_dir (top level)", "seed": "seed (top level)"}
 
 
@@ -164,6 +191,7 @@ class RunConfig(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)  # the search space of `pipeline tune`
     # transformers.TrainingArguments keys (HF names) plus TRAINING_EXTRAS; when a run starts, the
     # pipeline's defaults and the method's learning rate are filled in (pipeline.training)
     training: dict[str, Any] = Field(default_factory=dict)

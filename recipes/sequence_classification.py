@@ -35,7 +35,7 @@ class SequenceClassification(Recipe):
     peft_task_type = "SEQ_CLS"
     fresh_head = True
     metric = "accuracy"
-    commands = frozenset({"train", "evaluate", "compare", "predict", "serve", "inspect", "export", "push"})
+    commands = frozenset({"train", "evaluate", "compare", "tune", "predict", "serve", "inspect", "export", "push"})
     usage = 'pipeline predict {run} --text "A true cinematic achievement!"'
 
     def build(self, config: RunConfig) -> Task:

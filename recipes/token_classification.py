@@ -38,7 +38,7 @@ class TokenClassification(Recipe):
     peft_task_type = "TOKEN_CLS"
     fresh_head = True
     metric = "f1"
-    commands = frozenset({"train", "evaluate", "compare", "ner", "inspect", "export", "push"})
+    commands = frozenset({"train", "evaluate", "compare", "tune", "ner", "inspect", "export", "push"})
     usage = 'pipeline ner {run} --text "Apple Inc. is looking at buying a U.K. startup."'
 
     def build(self, config: RunConfig) -> Task:
