@@ -2,8 +2,8 @@
 
 Each trial trains the config's model with sampled settings and is scored on the validation split,
 all in one process through ``Trainer.hyperparameter_search`` with Optuna (TPE sampling seeded by the
-config's seed; a trial whose score at an evaluation falls below the median of earlier trials at the
-same step is pruned). The data are tokenized once and every trial starts from the same initial
+config's seed; from the second epoch on, a trial whose score falls in the bottom quarter of the
+earlier trials' at the same step is pruned). The data are tokenized once and every trial starts from the same initial
 weights (the same task head), so trials differ by their settings alone.
 
 The tune folder gets ``trials.csv`` and ``trials.md`` (every trial: state, score, settings, time),
@@ -127,6 +127,10 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
                               callbacks=[ProgressLine(), NonFiniteLossGuard()])
     trainer.remove_callback(PrinterCallback)  # the progress line shows the same
     metric = f"eval_{recipe.metric}"
+    # Hopeless means in the bottom quarter of the earlier trials at the same step, from the second
+    # epoch on: after one epoch a long schedule (more warmup, slower decay) still trails short ones.
+    batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    steps_per_epoch = -(-len(task.train_dataset) // batch)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
     log.info(f"tune: {trials} trials of {config.method} on {config.model}, scored by validation "
@@ -135,7 +139,7 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
         hp_space=training_settings, compute_objective=lambda metrics: metrics[metric], n_trials=trials,
         direction="maximize" if recipe.greater_is_better else "minimize", backend="optuna", timeout=timeout,
         study_name="tune", storage=storage, sampler=optuna.samplers.TPESampler(seed=config.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+        pruner=optuna.pruners.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=steps_per_epoch + 1))
     shutil.rmtree(out_dir / "trials", ignore_errors=True)
 
     study = optuna.load_study(study_name="tune", storage=storage)
@@ -157,7 +161,7 @@ def trial_rows(study: Any, space: dict[str, SearchRange]) -> list[dict[str, Any]
     for t in study.trials:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
         last_step = max(t.intermediate_values) if t.intermediate_values else None
-        rows.append({"trial": t.number, "state": t.state.name.lower(), "score": t.value,
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "score": t.value, "last_step": last_step,
                      "last_reported": t.intermediate_values.get(last_step) if last_step is not None else None,
                      "seconds": round(seconds, 1) if seconds is not None else None,
                      **{key: t.params.get(key) for key in space}})
@@ -182,7 +186,7 @@ def write_trials(rows: list[dict[str, Any]], space: dict[str, SearchRange], metr
     lines = [f"| trial | state | {metric} | {' | '.join(keys)} | seconds |", "|---" * (len(keys) + 4) + "|"]
     for row in rows:
         score = row["score"] if row["score"] is not None else row["last_reported"]
-        state = row["state"] + (" (at its last evaluation)" if row["state"] == "pruned" else "")
+        state = row["state"] + (f" at step {row['last_step']}" if row["state"] == "pruned" else "")
         lines.append(f"| {row['trial']} | {state} | {cell(score)} | {' | '.join(cell(row[k]) for k in keys)} | "
                      f"{cell(row['seconds'])} |")
     table = "\n".join(lines)

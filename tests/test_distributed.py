@@ -69,6 +69,21 @@ def test_fsdp_saves_the_whole_model_which_predicts_as_in_memory(tmp_path, method
     assert run_cli("predict", run, "--text", "A gripping, beautifully made film.") == 0
 
 
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2", "llama"])
+def test_fsdp_shards_other_architectures_and_saves_their_whole_adapter(tmp_path, sst2_rows, model_type):
+    from zoo import build
+
+    model = build(model_type, tmp_path / model_type, [s for s, _ in sst2_rows])
+    run = tmp_path / "run"
+    finish(launch(FSDP, "train", "sst2_lora", f"model={model}", "dataset.max_train_samples=64",
+                  "dataset.max_eval_samples=32", "dataset.max_length=64", "training.max_steps=4",
+                  "training.eval_strategy=no", "training.save_strategy=no", f"output_dir={run}"))
+    with safe_open(run / "adapter_model.safetensors", framework="pt") as f:
+        saved = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    assert saved == metrics(run)["parameters"]["trainable"]
+    assert "accuracy" in metrics(run)["validation"]
+
+
 def test_fsdp_resumes_a_sharded_run_killed_by_sigkill_to_the_same_metrics(tmp_path):
     def args(out: Path) -> list[str]:
         return ["train", "sst2_lora", *SMALL, "training.max_steps=12", "training.eval_strategy=steps",
