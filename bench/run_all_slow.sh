@@ -14,4 +14,5 @@ bench/pretraining.sh > bench/out/pretraining.txt 2>&1
 .venv/bin/python bench/inference_throughput.py --imdb 1000 --json bench/out/inference.json \
   > bench/out/inference.txt 2>&1
 .venv/bin/python bench/scaling.py --json bench/out/scaling.json > bench/out/scaling.txt 2>&1
+.venv/bin/python bench/tune_search.py > bench/out/tune_search.txt 2>&1
 echo finished > bench/out/slow.done
