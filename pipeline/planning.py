@@ -171,7 +171,7 @@ class Advice:
     method: str  # the recommendation: full, lora, head
     summary: str
     reasons: list[str] = field(default_factory=list)
-    augment: bool = False
+    tune: bool = False  # search the learning rate and epochs with `pipeline tune`
     shared_base: bool = False  # one base model with one adapter per task
     estimates: dict[str, list[MethodEstimate]] = field(default_factory=dict)  # precision -> rows
 
@@ -191,7 +191,7 @@ def advise(model_name: str, train_size: int, gpu_memory: float, tasks: int = 1, 
 
     The rules, in order: several tasks sharing a deployment -> one base with one LoRA adapter per
     task; little data (under 2,000 rows) -> LoRA, whose small update cannot memorise the set the
-    way full fine-tuning can, plus augmentation; otherwise full fine-tuning when it fits in memory
+    way full fine-tuning can, with its learning rate searched; otherwise full fine-tuning when it fits in memory
     (enough data to move every weight, usually the best accuracy), else LoRA, else head-only.
     """
     if train_size <= 0 or tasks <= 0 or seq_len <= 0 or batch_size <= 0:
@@ -221,9 +221,12 @@ def advise(model_name: str, train_size: int, gpu_memory: float, tasks: int = 1, 
         reasons += [f"{train_size:,} rows against {params / 1e6:.0f}M parameters: full fine-tuning can memorise "
                     f"the training set; {method} trains {best[method].trainable:,} parameters "
                     f"({100 * best[method].trainable / params:.2f}%) and keeps the pretrained weights intact",
-                    "augment the training set (augment.factor=2 to 4: random deletion and swap, synonyms with a "
-                    "lexicon), early stopping on the validation metric (training.early_stopping_patience=2)"]
-        advice = Advice(method, f"{DISPLAY[method]} with data augmentation and early stopping", reasons, augment=True)
+                    "search its learning rate and epochs (pipeline tune CONFIG --trials 12; LoRA is sensitive to "
+                    "its learning rate), with early stopping on the validation metric "
+                    "(training.early_stopping_patience=2); word-level augmentation measured no gain at 500 SST-2 "
+                    "rows (bench/RESULTS.md)"]
+        advice = Advice(method, f"{DISPLAY[method]} with a searched learning rate and early stopping", reasons,
+                        tune=True)
     elif "full" in fits:
         reasons += [f"{train_size:,} rows are enough to move every weight; full fine-tuning is usually the most "
                     f"accurate (LoRA typically lands within a point of it)",
