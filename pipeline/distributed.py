@@ -92,9 +92,10 @@ def end_zero3_loading() -> None:
 
 def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The full weights of a sharded model, on the CPU. Every process must call it (each shard is
-    all-gathered). Each tensor is a fresh copy: on CPU processes the unsharded buffers FSDP gathers
-    into are freed when it reshards, so torch's own full state dict can point at freed memory."""
+    all-gathered into a new tensor). torch's own full state dict is not used: on CPU processes it
+    can point at the unsharded buffers FSDP frees when it reshards."""
     from torch.distributed.tensor import DTensor
 
-    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().to("cpu", copy=True)
+    return {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
             for name, value in model.state_dict().items()}
+

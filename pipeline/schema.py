@@ -146,7 +146,6 @@ TRAINING_LIMITS: dict[str, tuple[str, float, float | None]] = {  # key -> (inter
     "gradient_accumulation_steps": ("(", 0, None), "num_train_epochs": ("(", 0, None),
     "learning_rate": ("(]", 0, 1),
 }
-# Set by the pipeline itself; a user value would be silently ignored or break the run folder.
 class SearchRange(Section):
     """One setting's range for `pipeline tune`: low..high (log: sampled on a log scale; integer:
     whole numbers), or a list of choices."""
@@ -174,6 +173,7 @@ class TuneConfig(Section):
     space: dict[str, SearchRange] = Field(default_factory=dict)
 
 
+# Set by the pipeline itself; a user value would be silently ignored or break the run folder.
 RESERVED_TRAINING_KEYS = {"output_dir": "output_dir (top level)", "seed": "seed (top level)"}
 
 

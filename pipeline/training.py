@@ -28,7 +28,7 @@ from pipeline.log import log
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
 from pipeline.metrics import plot_curves
 from pipeline.model_card import write_model_card
-from pipeline.recipe import Recipe
+from pipeline.recipe import Recipe, Task
 from pipeline.schema import RunConfig, TRAINING_EXTRAS, validate_training
 
 
@@ -207,6 +207,20 @@ def check_machine(config: RunConfig) -> None:
         raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
 
 
+def task_trainer(config: RunConfig, recipe: Recipe, task: Task, args: TrainingArguments, callbacks: list[Any],
+                 **model: Any) -> PipelineTrainer:
+    """A PipelineTrainer over a recipe's task (its data, collator and metrics) for ``model=`` a model,
+    or ``model_init=`` a function that builds one per hyperparameter-search trial."""
+    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=recipe.causal,
+                              args=args, train_dataset=task.train_dataset, eval_dataset=task.eval_dataset,
+                              data_collator=task.collator, processing_class=task.tokenizer,
+                              compute_metrics=task.compute_metrics, preprocess_logits_for_metrics=task.preprocess_logits,
+                              callbacks=callbacks, **model)
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
+    return trainer
+
+
 def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: str | None = None) -> Path:
     """Run ``config`` with ``recipe`` end to end and return the run folder; ``resume`` ("latest" or a
     checkpoint path) continues an interrupted run from its checkpoint."""
@@ -244,13 +258,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     if config.method == "adalora":
         callbacks.append(AdaLoraSchedule())
-    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=recipe.causal,
-                              model=model, args=args, train_dataset=task.train_dataset,
-                              eval_dataset=task.eval_dataset, data_collator=task.collator,
-                              processing_class=task.tokenizer, compute_metrics=task.compute_metrics,
-                              preprocess_logits_for_metrics=task.preprocess_logits, callbacks=callbacks)
-    if args.disable_tqdm:
-        trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
+    trainer = task_trainer(config, recipe, task, args, callbacks, model=model)
     if task.score and not checkpoint and trainer.is_world_process_zero():
         before = task.score(model)
         log.info("before training: " + " | ".join(f"{k} {v:.4f}" for k, v in before.items()))

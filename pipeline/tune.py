@@ -81,25 +81,23 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
         raise PipelineError('pipeline tune needs Optuna: pip install -e ".[tune]"') from None
     from transformers import set_seed
 
-    from transformers.trainer_callback import PrinterCallback
-
     from pipeline.callbacks import NonFiniteLossGuard, ProgressLine
     from pipeline.methods import apply_method, resolve_lora_targets
-    from pipeline.training import PipelineTrainer, check_machine, resolve_training, training_arguments
+    from pipeline.training import check_machine, resolve_training, task_trainer, training_arguments
 
     recipe.require("tune")
     if trials < 1:
         raise PipelineError(f"--trials {trials}: give at least 1")
     out_dir = Path(out_dir or f"{config.output_dir}_tune")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise PipelineError(f"{out_dir} already holds a search; pass --overwrite to replace it, or --output DIR")
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise PipelineError(f"{out_dir} already holds a search; pass --overwrite to replace it, or --output DIR")
     data = config.to_dict()  # as the user wrote it: the best config keeps the pipeline's defaults implicit
     space = config.tune.space or default_space(config.method)
     check_space(data, space)
     check_machine(config)
+    if out_dir.exists():  # replaced only once the search is known to start
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
 
     resolve_lora_targets(config)
     resolve_training(config, recipe)
@@ -120,12 +118,7 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
                 if key.startswith("training.")}
 
     args, _ = training_arguments(config, out_dir / "trials")
-    trainer = PipelineTrainer(model_init=model_init, args=args, train_dataset=task.train_dataset,
-                              eval_dataset=task.eval_dataset, data_collator=task.collator,
-                              processing_class=task.tokenizer, compute_metrics=task.compute_metrics,
-                              preprocess_logits_for_metrics=task.preprocess_logits,
-                              callbacks=[ProgressLine(), NonFiniteLossGuard()])
-    trainer.remove_callback(PrinterCallback)  # the progress line shows the same
+    trainer = task_trainer(config, recipe, task, args, [ProgressLine(), NonFiniteLossGuard()], model_init=model_init)
     metric = f"eval_{recipe.metric}"
     # Hopeless means in the bottom quarter of the earlier trials at the same step, from the second
     # epoch on: after one epoch a long schedule (more warmup, slower decay) still trails short ones.
