@@ -99,3 +99,12 @@ def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
             for name, value in model.state_dict().items()}
 
+
+def leave_process_group() -> None:
+    """End of a multi-process run: every process waits for the main one to finish the run folder,
+    then leaves the process group. A process that exits with the group still open can abort
+    ("terminate called without an active exception"), and the launcher then stops the others,
+    the main one in the middle of writing the run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

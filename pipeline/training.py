@@ -22,7 +22,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from pipeline import runs
 from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
-from pipeline.distributed import check_fsdp_launch, end_zero3_loading, full_state_dict, setup_fsdp
+from pipeline.distributed import (check_fsdp_launch, end_zero3_loading, full_state_dict, leave_process_group,
+                                  setup_fsdp)
 from pipeline.errors import PipelineError
 from pipeline.log import log
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
@@ -271,6 +272,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         end_zero3_loading()
         peaks = gather_object([peak_memory_mb()])  # every process's, for the scaling comparisons
         if not trainer.is_world_process_zero():
+            leave_process_group()
             return run_dir
         # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.
         model.save_pretrained(run_dir, state_dict=full_state)
@@ -300,4 +302,5 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         from pipeline.hub import push
 
         push(run_dir, config.hub.repo_id, recipe, private=config.hub.private, merged=config.hub.merged)
+    leave_process_group()
     return run_dir
