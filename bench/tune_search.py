@@ -2,7 +2,7 @@
 
 1. The shipped config trained with seeds 42 and 43: dev accuracy (872 sentences).
 2. `pipeline tune sst2_lora dataset.max_train_samples=2000 --trials 12` (the method's default
-   space: learning rate, epochs, warmup, weight decay, LoRA r and alpha), its trial table.
+   space: learning rate, epochs, warmup, weight decay, LoRA r, alpha and target layers), its trial table.
 3. The best config it writes, trained with seeds 42 and 43: dev accuracy.
 
 Usage: python bench/tune_search.py [--rows 2000] [--trials 12]

@@ -62,6 +62,15 @@ class MetricsLog(TrainerCallback):
             f.write(json.dumps(record, default=float) + "\n")
 
 
+class PairLossAsLoss(TrainerCallback):
+    """SetFit logs its contrastive pair loss as ``embedding_loss``; the progress line, metrics.jsonl
+    and the training curves read ``loss``, as for every other method."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "embedding_loss" in logs:
+            logs["loss"] = logs.pop("embedding_loss")
+
+
 class AdaLoraSchedule(TrainerCallback):
     """AdaLoRA reallocates its rank budget from the gradients of each step, so peft needs a call
     between the optimizer step and zeroing the gradients, and the run's total step count: the

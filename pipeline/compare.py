@@ -20,6 +20,7 @@ from pipeline.config import apply_overrides, load_yaml, validate
 from pipeline.errors import PipelineError
 from pipeline.log import log
 from pipeline.schema import METHODS
+from pipeline.setfit import SETFIT_TRAINING_KEYS
 
 RESULTS = ("comparison.json", "comparison.md", "comparison.png")
 
@@ -52,6 +53,9 @@ def compare(config_path: str | Path, overrides: list[str], methods: list[str], o
         config["method"], config["output_dir"] = method, str(out_dir / method)
         if method != "full":
             config["training"].pop("layerwise_lr_decay", None)
+        if method == "setfit":  # it reads a few training keys (and its epochs are passes over sentence pairs)
+            config["training"] = {k: v for k, v in config["training"].items()
+                                  if k in SETFIT_TRAINING_KEYS and k != "num_train_epochs"}
         config_file = out_dir / "configs" / f"{method}.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         method_log = out_dir / f"{method}.log"

@@ -103,6 +103,8 @@ def load_text_classification(cfg: Any, seed: int) -> TextClassificationData:
         log.info(f"data: no validation split; held out a stratified {cfg.validation_split:.0%} of train "
               f"({len(dataset['validation'])} rows, seed {seed})")
     limit_rows(dataset, cfg, seed)
+    if cfg.samples_per_label:
+        dataset["train"] = per_label(dataset["train"], cfg.samples_per_label, seed)
     classes = set(dataset["train"]["label"])
     if len(classes) < 2:
         only = label_names[next(iter(classes))] if classes else "none"
@@ -180,6 +182,16 @@ def limit_rows(dataset: Any, cfg: Any, seed: int) -> None:
     for split, n in limits.items():
         if n and split in dataset and n < len(dataset[split]):
             dataset[split] = dataset[split].shuffle(seed=seed).select(range(n))
+
+
+def per_label(split: Any, n: int, seed: int) -> Any:
+    """A few-shot training set: ``n`` seeded rows of each label (every row of a label that has fewer)."""
+    shuffled = split.shuffle(seed=seed)
+    taken: dict[int, list[int]] = {}
+    for i, label in enumerate(shuffled["label"]):
+        if len(rows := taken.setdefault(label, [])) < n:
+            rows.append(i)
+    return shuffled.select(sorted(i for rows in taken.values() for i in rows))
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ FORMATS = ("transformers", "onnx", "openvino")
 GRAPH_FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
 EXPORT_FILE = "export.json"
 INSTALL = {"onnx": "pip install 'finetune-pipeline[onnx]'", "onnxruntime": "pip install 'finetune-pipeline[onnx]'",
-           "openvino": "pip install 'finetune-pipeline[openvino]'"}
+           "openvino": "pip install 'finetune-pipeline[openvino]'", "setfit": "pip install 'finetune-pipeline[setfit]'"}
 CPU_FP32 = LoadOptions(device="cpu", precision="fp32")
 
 

@@ -21,6 +21,8 @@ from pipeline.log import log
 from pipeline.model_card import model_card, public_config, public_name
 from pipeline.models import ALIASES
 from pipeline.recipe import Recipe
+from pipeline.setfit import is_setfit_run
+from pipeline.setfit import run_files as setfit_run_files
 
 # Run-folder files that describe the run and travel with the weights.
 EXTRAS = ("labels.json", "metrics.json", "confusion_matrix.png", "confusion_matrix.txt",
@@ -37,8 +39,11 @@ def stage(run_dir: Path, repo_id: str, recipe: Recipe, merged: bool, into: Path,
         export_run(run_dir, into, recipe.model_class(config), "transformers", options)
     else:
         weights = ["adapter_config.json", "adapter_model.safetensors"] if adapter else ["config.json", "model.safetensors"]
+        if is_setfit_run(run_dir):
+            weights += setfit_run_files(run_dir)
         for name in weights + list(TOKENIZER_FILES):
             if (run_dir / name).exists():
+                (into / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run_dir / name, into / name)
         for name in weights:
             if not (into / name).exists():
@@ -56,7 +61,7 @@ def stage(run_dir: Path, repo_id: str, recipe: Recipe, merged: bool, into: Path,
         adapter_config.write_text(json.dumps(data, indent=2))
     card = model_card(run_dir, recipe, repo_id=repo_id, base_id=base_hub_id, merged=merged and adapter)
     (into / "README.md").write_text(card, encoding="utf-8")
-    return sorted(p for p in into.iterdir() if p.is_file())
+    return sorted(p for p in into.rglob("*") if p.is_file())
 
 
 def push(run_dir: str | Path, repo_id: str, recipe: Recipe, private: bool = False, merged: bool = False,
@@ -67,9 +72,9 @@ def push(run_dir: str | Path, repo_id: str, recipe: Recipe, private: bool = Fals
         raise PipelineError(f"--repo-id {repo_id!r} is not USER/NAME")
     with tempfile.TemporaryDirectory() as tmp:
         files = stage(run_dir, repo_id, recipe, merged, Path(tmp), options)
-        names = [p.name for p in files]
-        for p in files:
-            log.info(f"{'would upload' if dry_run else 'uploading'} {p.name} ({p.stat().st_size:,} bytes)")
+        names = [p.relative_to(tmp).as_posix() for p in files]
+        for name, p in zip(names, files):
+            log.info(f"{'would upload' if dry_run else 'uploading'} {name} ({p.stat().st_size:,} bytes)")
         if dry_run:
             return names
         from huggingface_hub import HfApi

@@ -17,6 +17,7 @@ import torch
 from pipeline import runs
 from pipeline.errors import PipelineError
 from pipeline.models import load_pretrained, load_tokenizer, resolve_model
+from pipeline.setfit import SentenceClassifier, is_setfit_run
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # What the ONNX and OpenVINO formats and backends hold: a classifier's logits.
@@ -114,6 +115,10 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
             names.append(name)
         if len(names) == 1 and not model.peft_config["default"].is_prompt_learning:
             model, names = model.merge_and_unload(), []  # virtual tokens cannot merge into weights
+    elif is_setfit_run(run_dir):
+        if adapters:
+            raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a SetFit model")
+        model = SentenceClassifier.from_pretrained(run_dir, options.trust_remote_code)
     else:
         if adapters:
             raise PipelineError(f"--adapter needs a LoRA run as the base run; {run_dir} holds a full model")

@@ -26,7 +26,8 @@ from pipeline.errors import PipelineError
 # scales and virtual tokens start from scratch and want larger ones (the ranges the methods' papers
 # and peft's examples use for BERT-size models).
 DEFAULT_LEARNING_RATE = {"full": 2e-5, "head": 1e-3, "lora": 5e-4, "dora": 5e-4, "adalora": 1e-3,
-                         "ia3": 5e-3, "prompt": 3e-2, "prefix": 1e-2}
+                         "ia3": 5e-3, "prompt": 3e-2, "prefix": 1e-2,
+                         "setfit": 2e-5}  # setfit: the encoder's rate on sentence pairs (SetFit's own default)
 
 PEFT_METHODS = ("lora", "dora", "adalora", "ia3", "prompt", "prefix")
 

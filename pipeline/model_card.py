@@ -14,6 +14,7 @@ from huggingface_hub import ModelCardData
 
 from pipeline import runs
 from pipeline.recipe import Recipe
+from pipeline.setfit import HEAD_FILE, is_setfit_run
 
 # Peft's auto classes, by the transformers auto class they wrap.
 PEFT_AUTO = {"AutoModelForSequenceClassification": "AutoPeftModelForSequenceClassification",
@@ -76,19 +77,30 @@ def model_card(run_dir: Path, recipe: Recipe, repo_id: str | None = None, base_i
     base = base_id or public_name(config.model)
     where = repo_id or public_name(str(run_dir))
     auto = recipe.model_class(config).__name__
-    if not adapter:
-        usage = f"from transformers import {auto}\nmodel = {auto}.from_pretrained(\"{where}\")"
+    if is_setfit_run(run_dir):
+        head = f'hf_hub_download("{where}", "{HEAD_FILE}")' if repo_id else f'"{where}/{HEAD_FILE}"'
+        usage = ("from safetensors.torch import load_file\nfrom sentence_transformers import SentenceTransformer\n"
+                 + ("from huggingface_hub import hf_hub_download\n" if repo_id else "") +
+                 f"encoder = SentenceTransformer(\"{where}\")  # the fine-tuned sentence encoder\n"
+                 f"head = load_file({head})  # the classifier: softmax(embedding @ weight.T + bias)\n"
+                 f"embeddings = encoder.encode([\"A true cinematic achievement!\"], convert_to_tensor=True)\n"
+                 f"probabilities = (embeddings @ head[\"weight\"].T + head[\"bias\"]).softmax(-1)")
+    elif not adapter:
+        usage = f"from transformers import AutoTokenizer, {auto}\nmodel = {auto}.from_pretrained(\"{where}\")"
     elif auto in PEFT_AUTO:
-        usage = (f"from peft import {PEFT_AUTO[auto]}\n"
+        usage = (f"from peft import {PEFT_AUTO[auto]}\nfrom transformers import AutoTokenizer\n"
                  f"model = {PEFT_AUTO[auto]}.from_pretrained(\"{where}\")  # loads {base}, adds the adapter")
     else:
-        usage = (f"from peft import PeftModel\nfrom transformers import {auto}\n"
+        usage = (f"from peft import PeftModel\nfrom transformers import AutoTokenizer, {auto}\n"
                  f"model = PeftModel.from_pretrained({auto}.from_pretrained(\"{base}\"), \"{where}\")")
+    if not is_setfit_run(run_dir):
+        usage += f"\ntokenizer = AutoTokenizer.from_pretrained(\"{where}\")"
     data = config.dataset.name or public_name(config.dataset.train_file)
     figure = "![confusion matrix](confusion_matrix.png)\n" if (run_dir / "confusion_matrix.png").exists() else ""
     command = "" if repo_id else f"```\n{recipe.usage.format(run=where)}\n```\n"
     as_trained = "merged into the base model" if merged else "as trained"
-    front = ModelCardData(base_model=base, library_name="peft" if adapter else "transformers",
+    library = "peft" if adapter else "sentence-transformers" if is_setfit_run(run_dir) else "transformers"
+    front = ModelCardData(base_model=base, library_name=library,
                           tags=[config.recipe, config.method, "finetune-pipeline"], model_name=repo_id,
                           eval_results=eval_results(config, metrics) if repo_id else None)
     return f"""---
@@ -107,9 +119,7 @@ Trainable parameters in training: {params.get('trainable', 0):,} of {params.get(
 {figure}
 ## Use
 {command}```python
-from transformers import AutoTokenizer
 {usage}
-tokenizer = AutoTokenizer.from_pretrained("{where}")
 ```
 
 ## Training config

@@ -177,17 +177,22 @@ def remote_code_error(name: str) -> PipelineError:
                          f"trust_remote_code: true in a training config, --trust-remote-code on a command")
 
 
-def load_pretrained(auto_class: Any, name: str, trust_remote_code: bool = False, allow_pickle: bool = False,
-                    **kwargs: Any) -> Any:
-    """``auto_class.from_pretrained`` on a resolved name, with one-line errors for the usual failures.
-    Weights load from safetensors only, unless ``allow_pickle`` (pickle files can run code)."""
-    path = resolve_model(name)
+def check_pickles(path: str, allow_pickle: bool) -> None:
+    """Refuse a local model folder whose weights are pickle files only, unless ``allow_pickle``."""
     local = Path(path)
     if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
         pickles = sorted(p.name for p in local.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
             raise PipelineError(f"model folder {local} holds only pickle weights ({', '.join(pickles)}), which can run "
                                 f"code when loaded; pass --allow-pickle if you trust the source, or convert to safetensors")
+
+
+def load_pretrained(auto_class: Any, name: str, trust_remote_code: bool = False, allow_pickle: bool = False,
+                    **kwargs: Any) -> Any:
+    """``auto_class.from_pretrained`` on a resolved name, with one-line errors for the usual failures.
+    Weights load from safetensors only, unless ``allow_pickle`` (pickle files can run code)."""
+    path = resolve_model(name)
+    check_pickles(path, allow_pickle)
     try:
         return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code,
                                           use_safetensors=None if allow_pickle else True, **kwargs)

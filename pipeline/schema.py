@@ -17,8 +17,9 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 from pipeline.errors import PipelineError
 
 # full and head train the model's own weights; the rest train small added parameters through peft.
-METHODS = ("full", "head", "lora", "dora", "adalora", "ia3", "prompt", "prefix")
-Method = Literal["full", "head", "lora", "dora", "adalora", "ia3", "prompt", "prefix"]
+# setfit (sequence classification) fine-tunes a sentence encoder on sentence pairs, then fits a head.
+METHODS = ("full", "head", "lora", "dora", "adalora", "ia3", "prompt", "prefix", "setfit")
+Method = Literal["full", "head", "lora", "dora", "adalora", "ia3", "prompt", "prefix", "setfit"]
 
 
 class Section(BaseModel):
@@ -35,6 +36,8 @@ class DatasetConfig(Section):
     max_length: int = Field(128, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
+    # text classification, few-shot: this many seeded training rows of each label (balanced classes)
+    samples_per_label: int | None = Field(None, gt=0)
     validation_split: float = Field(0.1, gt=0, lt=1)  # share of train held out when there is no validation split
     # token classification only
     tag_scheme: Literal["IOB1", "IOB2"] = "IOB2"  # of local files: IOB1 is converted to IOB2
@@ -45,6 +48,9 @@ class DatasetConfig(Section):
         if self.name and self.train_file:
             raise ValueError("dataset.name and dataset.train_file are both set; keep one "
                              "(on the command line: dataset.name=null dataset.train_file=...)")
+        if self.samples_per_label and self.max_train_samples:
+            raise ValueError("dataset.samples_per_label and dataset.max_train_samples both limit the training rows; "
+                             "keep one")
         if not self.name and not self.train_file:
             raise ValueError("no data: set dataset.name (e.g. sst2) or dataset.train_file")
         if not self.train_file and (self.validation_file or self.test_file):
@@ -78,6 +84,15 @@ class LoraConfig(Section):
 class PromptConfig(Section):
     """Prompt tuning (learned input embeddings) and prefix tuning (learned keys/values per layer)."""
     num_virtual_tokens: int = Field(20, gt=0)
+
+
+class SetFitConfig(Section):
+    """method setfit: how many contrastive sentence pairs each training sentence starts per epoch
+    (as many same-label as different-label); SetFit's own default draws every pair instead."""
+    pairs_per_sentence: int = Field(5, gt=0)
+    # at most this many pairs an epoch: past a few hundred sentences more pairs cost time, and
+    # other methods overtake SetFit there anyway (bench/small_data.py)
+    max_pairs: int = Field(4000, gt=0)
 
 
 class AugmentConfig(Section):
@@ -188,6 +203,7 @@ class RunConfig(Section):
     dataset: DatasetConfig
     lora: LoraConfig = Field(default_factory=LoraConfig)  # lora, dora and adalora
     prompt: PromptConfig = Field(default_factory=PromptConfig)  # prompt and prefix
+    setfit: SetFitConfig = Field(default_factory=SetFitConfig)  # method setfit
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
@@ -216,6 +232,13 @@ class RunConfig(Section):
         if self.training.get("layerwise_lr_decay") is not None and self.method != "full":
             raise ValueError(f"training.layerwise_lr_decay applies to method full, not {self.method}; "
                              f"remove it or set method=full")
+        return self
+
+    @model_validator(mode="after")
+    def setfit_classifies_sentences(self) -> "RunConfig":
+        if self.method == "setfit" and self.recipe != "sequence_classification":
+            raise ValueError(f"method setfit classifies whole texts (recipe sequence_classification), not "
+                             f"{self.recipe}; choose method lora or full")
         return self
 
     def to_dict(self) -> dict[str, Any]:

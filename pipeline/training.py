@@ -225,6 +225,13 @@ def task_trainer(config: RunConfig, recipe: Recipe, task: Task, args: TrainingAr
 def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: str | None = None) -> Path:
     """Run ``config`` with ``recipe`` end to end and return the run folder; ``resume`` ("latest" or a
     checkpoint path) continues an interrupted run from its checkpoint."""
+    if config.method == "setfit":
+        if resume:
+            raise PipelineError("method setfit keeps no checkpoints to resume (a run takes minutes); "
+                                "train again with --overwrite")
+        from pipeline.setfit import train_setfit
+
+        return train_setfit(config, recipe, overwrite)
     check_machine(config)
     # Before the config is saved or compared with a resumed run's: the run records what it does.
     resolve_lora_targets(config)

@@ -31,14 +31,45 @@ SCHEDULE = {"training.num_train_epochs": SearchRange(low=1, high=5, integer=True
             "training.weight_decay": SearchRange(low=0.0, high=0.1)}
 
 
-def default_space(method: str) -> dict[str, SearchRange]:
+def default_space(method: str, model_name: str | None = None) -> dict[str, SearchRange]:
     """The method's default learning rate /5 to x5 on a log scale, the schedule, and for LoRA-style
-    adapters their rank and scale."""
+    adapters their rank, scale and which layers they adapt: the attention's query and value (the
+    default) or every linear layer of the model (``model_name``'s, read from its config)."""
     rate = DEFAULT_LEARNING_RATE[method]
     space = {"training.learning_rate": SearchRange(low=rate / 5, high=rate * 5, log=True), **SCHEDULE}
     if method in ("lora", "dora", "adalora"):
         space.update(ADAPTER_RANKS)
+        if model_name:
+            space["lora.target_modules"] = SearchRange(choices=target_sets(model_name))
     return space
+
+
+def target_sets(model_name: str) -> list[list[str]]:
+    """LoRA's two usual target sets for a model: the architecture's query/value projections, and
+    every linear layer of the base model by name (BERT: query, key, value, dense)."""
+    import torch
+
+    from pipeline.architectures import lora_targets
+    from pipeline.models import load_model_config, skeleton
+
+    config = load_model_config(model_name)
+    modules = list(skeleton(config).named_modules())
+    attention = lora_targets(config.model_type, [name for name, _ in modules])
+    linear = list(dict.fromkeys(name.rsplit(".", 1)[-1] for name, module in modules
+                                if isinstance(module, torch.nn.Linear)))
+    return [attention, linear] if set(linear) != set(attention) else [attention]
+
+
+def choice_label(choice: Any) -> Any:
+    """What Optuna is offered for a choice: it takes numbers and strings, so a list is named by its items."""
+    return ",".join(map(str, choice)) if isinstance(choice, list) else choice
+
+
+def chosen(spec: SearchRange, value: Any) -> Any:
+    """The config value of what Optuna chose (a list choice comes back as its label)."""
+    if spec.choices is None:
+        return value
+    return spec.choices[[choice_label(c) for c in spec.choices].index(value)]
 
 
 def suggest(trial: Any, space: dict[str, SearchRange]) -> dict[str, Any]:
@@ -46,7 +77,7 @@ def suggest(trial: Any, space: dict[str, SearchRange]) -> dict[str, Any]:
     values = {}
     for key, spec in space.items():
         if spec.choices is not None:
-            values[key] = trial.suggest_categorical(key, spec.choices)
+            values[key] = chosen(spec, trial.suggest_categorical(key, [choice_label(c) for c in spec.choices]))
         elif spec.integer:
             values[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log)
         else:
@@ -86,13 +117,16 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
     from pipeline.training import check_machine, resolve_training, task_trainer, training_arguments
 
     recipe.require("tune")
+    if config.method == "setfit":
+        raise PipelineError("pipeline tune searches Trainer runs; method setfit trains through the setfit library "
+                            "(vary setfit.pairs_per_sentence or training.learning_rate with pipeline train)")
     if trials < 1:
         raise PipelineError(f"--trials {trials}: give at least 1")
     out_dir = Path(out_dir or f"{config.output_dir}_tune")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise PipelineError(f"{out_dir} already holds a search; pass --overwrite to replace it, or --output DIR")
     data = config.to_dict()  # as the user wrote it: the best config keeps the pipeline's defaults implicit
-    space = config.tune.space or default_space(config.method)
+    space = config.tune.space or default_space(config.method, config.model)
     check_space(data, space)
     check_machine(config)
     if out_dir.exists():  # replaced only once the search is known to start
@@ -142,7 +176,7 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
     if not finished:
         raise PipelineError(f"no trial finished (see {out_dir / 'trials.md'}); give more --trials or --timeout")
     best = study.best_trial
-    best_config = with_settings(data, {key: best.params[key] for key in space})
+    best_config = with_settings(data, {key: chosen(spec, best.params[key]) for key, spec in space.items()})
     save_config(best_config, out_dir / "best_config.yaml")
     log.info(f"best: trial {best.number}, validation {recipe.metric} {best.value:.4f}; "
              f"train it with: pipeline train {out_dir / 'best_config.yaml'}")

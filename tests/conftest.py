@@ -1,9 +1,13 @@
 """Shared fixtures: real SST-2 rows from the data root, and real runs trained once per session."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -90,3 +94,73 @@ def rt_lora_run(tmp_path_factory) -> Path:
     assert run_cli("train", "rotten_tomatoes_lora", "dataset.max_train_samples=400", "dataset.max_eval_samples=200",
                    "training.max_steps=25", "training.learning_rate=1e-3", f"output_dir={out}") == 0
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# A local stand-in for the Hub API (HF_ENDPOINT on 127.0.0.1), for pushes
+
+TOKEN = "hf_TestTokenThatMustNeverLeak1234567890"
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Answers the calls an upload makes: create the repo, validate the card's YAML, ask upload
+    modes, commit (files inline, base64)."""
+    received: dict[str, bytes] = {}
+    created: list[dict] = []
+    auth: set[str] = set()
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def _reply(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # telemetry and the like: nothing here
+        return self._reply(404, {"error": "not served"})
+
+    def do_POST(self):
+        FakeHub.auth.add(self.headers.get("authorization", ""))
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        if self.path == "/api/repos/create":
+            request = json.loads(body)
+            FakeHub.created.append(request)
+            host, port = self.server.server_address[:2]
+            return self._reply(200, {"url": f"http://{host}:{port}/{request.get('organization')}/{request['name']}"})
+        if self.path == "/api/validate-yaml":  # the model card's metadata block
+            return self._reply(200, {"errors": [], "warnings": []})
+        if "/preupload/" in self.path:
+            files = json.loads(body)["files"]
+            return self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                               for f in files]})
+        if "/commit/" in self.path:
+            for line in body.decode().splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    FakeHub.received[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            host, port = self.server.server_address[:2]
+            repo = self.path.split("/api/models/")[1].split("/commit/")[0]
+            return self._reply(200, {"commitUrl": f"http://{host}:{port}/{repo}/commit/{'1' * 40}",
+                                     "commitOid": "1" * 40})
+        return self._reply(404, {"error": f"not served: {self.path}"})
+
+
+@pytest.fixture()
+def hub(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    FakeHub.received, FakeHub.created, FakeHub.auth = {}, [], set()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    yield endpoint
+    server.shutdown()

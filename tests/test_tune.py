@@ -29,7 +29,8 @@ def test_tune_writes_the_trials_and_a_best_config_that_train_accepts(tmp_path, c
     config = config_with_space(tmp_path, {
         "training.num_train_epochs": {"low": 1, "high": 2, "integer": True},
         "training.learning_rate": {"low": 1e-4, "high": 3e-3, "log": True},
-        "lora.r": {"choices": [4, 16]}})
+        "lora.r": {"choices": [4, 16]},
+        "lora.target_modules": {"choices": [["query", "value"], ["query", "key", "value", "dense"]]}})
     assert run_cli("tune", config, *TINY, "--trials", "3", "--output", out) == 0
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["trial"] for r in rows] == ["0", "1", "2"]
@@ -41,6 +42,7 @@ def test_tune_writes_the_trials_and_a_best_config_that_train_accepts(tmp_path, c
     complete = [r for r in rows if r["state"] == "complete"]
     top = max(complete, key=lambda r: float(r["score"]))
     assert best["lora"]["r"] == int(top["lora.r"])
+    assert best["lora"]["target_modules"] == top["lora.target_modules"].split(",")  # a list choice, by its items
     assert best["training"]["learning_rate"] == pytest.approx(float(top["training.learning_rate"]))
     assert best["dataset"]["max_train_samples"] == 64  # the command's overrides stay
     assert run_cli("train", out / "best_config.yaml", f"output_dir={tmp_path / 'run'}") == 0
@@ -57,3 +59,11 @@ def test_a_search_space_key_that_is_not_a_setting_is_refused_before_training(tmp
 def test_tune_refuses_language_model_recipes(tmp_path, capsys):
     assert run_cli("tune", "tiny_shakespeare_mlm", "--trials", "2", "--output", tmp_path / "t") == 2
     assert "`pipeline tune` does not apply to masked_lm runs" in capsys.readouterr().err
+
+
+def test_the_default_lora_space_offers_attention_or_every_linear_layer_of_the_architecture():
+    from pipeline.tune import default_space
+
+    assert default_space("lora", "minilm")["lora.target_modules"].choices == [
+        ["query", "value"], ["query", "key", "value", "dense"]]
+    assert "lora.target_modules" not in default_space("full", "minilm")
