@@ -5,8 +5,11 @@ the package so that ``bert-base-uncased`` works offline too.
 """
 from __future__ import annotations
 
+import json
+import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +19,8 @@ from pipeline.methods import expand_target_aliases
 from pipeline.models import load_model_config, skeleton
 
 GiB = 2**30
-DISPLAY = {"full": "full fine-tuning", "head": "head-only training", "lora": "LoRA", "ia3": "IA3", "prompt": "prompt tuning"}
+DISPLAY = {"full": "full fine-tuning", "head": "head-only training", "lora": "LoRA", "ia3": "IA3", "prompt": "prompt tuning",
+           "setfit": "SetFit"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,17 +189,33 @@ def parse_memory(text: str) -> float:
     return float(found.group(1)) * scale
 
 
+CROSSOVERS = Path(__file__).parent / "crossovers.json"  # written by bench/small_data.py
+
+
+def crossovers() -> dict[str, Any] | None:
+    """Which method won at which training-set size, as bench/small_data.py measured it."""
+    return json.loads(CROSSOVERS.read_text()) if CROSSOVERS.exists() else None
+
+
+def nearest_measured(rows: list[dict[str, Any]], train_size: int) -> dict[str, Any]:
+    """The measured size closest to ``train_size`` on a log scale (sizes grow by factors of four)."""
+    return min(rows, key=lambda row: abs(math.log(row["train_size"] / train_size)))
+
+
 def advise(model_name: str, train_size: int, gpu_memory: float, tasks: int = 1, seq_len: int = 128,
            batch_size: int = 32) -> Advice:
     """Recommend a method from the data size, the memory at hand and the number of tasks.
 
     The rules, in order: several tasks sharing a deployment -> one base with one LoRA adapter per
-    task; little data (under 2,000 rows) -> LoRA, whose small update cannot memorise the set the
-    way full fine-tuning can, with its learning rate searched; otherwise full fine-tuning when it fits in memory
-    (enough data to move every weight, usually the best accuracy), else LoRA, else head-only.
+    task; up to the largest training-set size bench/small_data.py measured (``crossovers.json``) ->
+    the method that won at the measured size nearest the user's (if it fits in memory); otherwise
+    full fine-tuning when it fits (enough data to move every weight, usually the best accuracy),
+    else LoRA, else head-only.
     """
     if train_size <= 0 or tasks <= 0 or seq_len <= 0 or batch_size <= 0:
         raise PipelineError("--train-size, --tasks, --seq-len and --batch-size must be positive")
+    table = crossovers()
+    measured = table["crossovers"] if table else []
     config = load_model_config(model_name)
     model = skeleton(config)
     rows = {p: estimate(config, model, batch_size, seq_len, p) for p in ("fp32", "bf16")}
@@ -216,17 +236,27 @@ def advise(model_name: str, train_size: int, gpu_memory: float, tasks: int = 1, 
         advice = Advice(method, f"one {model_name} base with {tasks} {DISPLAY[method]} adapters, one per task"
                         if method == "lora" else f"one {model_name} base with {tasks} trained heads, one per task",
                         reasons, shared_base=True)
-    elif train_size < 2000:
-        method = "lora" if "lora" in fits else "head"
-        reasons += [f"{train_size:,} rows against {params / 1e6:.0f}M parameters: full fine-tuning can memorise "
-                    f"the training set; {method} trains {best[method].trainable:,} parameters "
-                    f"({100 * best[method].trainable / params:.2f}%) and keeps the pretrained weights intact",
-                    "search its learning rate and epochs (pipeline tune CONFIG --trials 12; LoRA is sensitive to "
-                    "its learning rate), with early stopping on the validation metric "
-                    "(training.early_stopping_patience=2); word-level augmentation measured no gain at 500 SST-2 "
-                    "rows (bench/RESULTS.md)"]
-        advice = Advice(method, f"{DISPLAY[method]} with a searched learning rate and early stopping", reasons,
-                        tune=True)
+    elif measured and train_size <= measured[-1]["train_size"]:
+        row = nearest_measured(measured, train_size)
+        method = row["best"]
+        trains = "full" if method == "setfit" else method  # SetFit trains every encoder weight, on sentence pairs
+        if trains not in fits:
+            method = trains = "lora" if "lora" in fits else "head"
+        scores = ", ".join(f"{m} {a:.3f}" for m, a in sorted(row["accuracy_by_method"].items(), key=lambda x: -x[1]))
+        winners = ", ".join(f"{r['train_size']:,} {r['best']}" for r in measured)
+        reasons += [f"measured at {row['train_size']:,} training sentences (SST-2, {table['model']}, dev accuracy, "
+                    f"mean of {len(table['seeds'])} seeds; bench/small_data.py): {scores}; the best method by "
+                    f"training-set size: {winners}"]
+        if method == "setfit":
+            reasons += ["SetFit fine-tunes the sentence encoder on pairs of training sentences, then fits a "
+                        "logistic-regression head (method: setfit; recipes/configs/sst2_setfit.yaml)"]
+            advice = Advice(method, "SetFit (contrastive sentence pairs, then a classification head)", reasons)
+        else:
+            reasons += [f"{train_size:,} rows against {params / 1e6:.0f}M parameters: search the learning rate and "
+                        f"epochs (pipeline tune CONFIG --trials 12), with early stopping on the validation metric "
+                        f"(training.early_stopping_patience=2)"]
+            advice = Advice(method, f"{DISPLAY[method]} with a searched learning rate and early stopping", reasons,
+                            tune=True)
     elif "full" in fits:
         reasons += [f"{train_size:,} rows are enough to move every weight; full fine-tuning is usually the most "
                     f"accurate (LoRA typically lands within a point of it)",

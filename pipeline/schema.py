@@ -89,7 +89,7 @@ class PromptConfig(Section):
 class SetFitConfig(Section):
     """method setfit: how many contrastive sentence pairs each training sentence starts per epoch
     (as many same-label as different-label); SetFit's own default draws every pair instead."""
-    pairs_per_sentence: int = Field(5, gt=0)
+    pairs_per_sentence: int = Field(8, gt=0)
     # at most this many pairs an epoch: past a few hundred sentences more pairs cost time, and
     # other methods overtake SetFit there anyway (bench/small_data.py)
     max_pairs: int = Field(4000, gt=0)

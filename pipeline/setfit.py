@@ -174,8 +174,8 @@ def check_encoder(model_name: str) -> None:
 
     config = load_model_config(model_name)
     if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_decoder", False):
-        raise PipelineError(f"method setfit needs a sentence encoder (minilm, mpnet, BERT-style models); "
-                            f"{model_name!r} is a {config.model_type} decoder: choose method lora for it")
+        raise PipelineError(f"method setfit needs a bidirectional sentence encoder (minilm, mpnet, BERT-style "
+                            f"models); {model_name!r} is a {config.model_type} model: choose method lora for it")
 
 
 def setfit_settings(config: Any) -> dict[str, Any]:
@@ -198,9 +198,8 @@ def train_setfit(config: Any, recipe: Any, overwrite: bool = False) -> Path:
 
     from pipeline.data import load_text_classification
     from pipeline.export import require
-    from pipeline.metrics import plot_curves
-    from pipeline.model_card import write_model_card
     from pipeline.models import check_pickles, resolve_model
+    from pipeline.training import finish_run, peak_memory_mb
 
     require("setfit", "setfit")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -259,25 +258,18 @@ def train_setfit(config: Any, recipe: Any, overwrite: bool = False) -> Path:
     body.tokenizer.save_pretrained(run_dir)
     runs.save_labels(run_dir, label_names)
     total = sum(p.numel() for p in classifier.parameters())
+    steps = trainer.st_trainer.state.global_step
     runs.save_metrics(run_dir, {
         "parameters": {"trainable": total, "total": total, "percent": 100.0},
-        "train": {"seconds": round(seconds, 1), "steps": trainer.st_trainer.state.global_step, "pairs": pairs,
-                  "loss": _last_loss(trainer)},
+        "train": {"seconds": round(seconds, 1), "steps": steps, "pairs": pairs, "loss": _last_loss(trainer),
+                  # a sample is a sentence pair here
+                  "samples_per_second": round(steps * settings["per_device_train_batch_size"] / seconds, 2),
+                  "peak_memory_mb": peak_memory_mb()},
     })
     del trainer, model, classifier
-    for split in ("validation", "test"):
-        rows = data.splits.get(split)
-        if rows is not None and len(rows) and min(rows["label"]) >= 0:
-            recipe.evaluate_run(run_dir, split)
-    plot_curves(run_dir / runs.LOG_FILE, run_dir / "training_curves.png", recipe.metric)
-    runs.write_csv_log(run_dir)
-    write_model_card(run_dir, recipe)
-    runs.record_outputs(run_dir)
-    log.info(f"run folder: {run_dir}")
-    if config.hub.push_to_hub:
-        from pipeline.hub import push
-
-        push(run_dir, config.hub.repo_id, recipe, private=config.hub.private, merged=config.hub.merged)
+    labelled = tuple(name for name, split in data.splits.items()
+                     if name != "train" and len(split) and min(split["label"]) >= 0)
+    finish_run(config, recipe, run_dir, labelled)
     return run_dir
 
 

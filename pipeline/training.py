@@ -298,7 +298,15 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
                   "peak_memory_mb": max(peaks), "peak_memory_mb_per_process": peaks},
     })
     del trainer, model  # the final scores come from the saved run, reloaded as `pipeline evaluate` reloads it
-    for split in task.final_splits:
+    finish_run(config, recipe, run_dir, task.final_splits)
+    leave_process_group()
+    return run_dir
+
+
+def finish_run(config: RunConfig, recipe: Recipe, run_dir: Path, splits: tuple[str, ...]) -> None:
+    """After the weights are saved: score ``splits`` from the reloaded run, plot the curves, write the
+    log table and the model card, record the run's files, and push when the config asks."""
+    for split in splits:
         recipe.evaluate_run(run_dir, split)
     plot_curves(run_dir / runs.LOG_FILE, run_dir / "training_curves.png", recipe.metric)
     runs.write_csv_log(run_dir)
@@ -309,5 +317,3 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         from pipeline.hub import push
 
         push(run_dir, config.hub.repo_id, recipe, private=config.hub.private, merged=config.hub.merged)
-    leave_process_group()
-    return run_dir

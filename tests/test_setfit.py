@@ -32,7 +32,7 @@ def test_setfit_learns_from_32_sentences_and_writes_a_run_folder_like_every_meth
     # Measured 0.70 and 0.71 on the 872 dev sentences at 32 training sentences (bench/small_data.py, two
     # seeds); a 300-sentence sample of dev, less a margin of 0.08 for the sample and the seed.
     assert metrics["validation"]["accuracy"] >= 0.62
-    assert metrics["train"]["pairs"] == 320  # 5 pairs for each of the 32 sentences, both kinds
+    assert metrics["train"]["pairs"] == 512  # 8 pairs for each of the 32 sentences, both kinds
     for name in ("run_config.yaml", "labels.json", "confusion_matrix.png", "training_curves.png", "README.md",
                  "classifier_head.safetensors", "modules.json", "model.safetensors"):
         assert (setfit_run / name).stat().st_size > 0, name
@@ -118,7 +118,7 @@ def test_setfit_refuses_other_recipes_decoders_resume_and_tune(tmp_path, capsys,
     assert "method setfit classifies whole texts" in capsys.readouterr().err
     decoder = build("llama", tmp_path / "llama", [s for s, _ in sst2_rows])
     assert run_cli("train", "sst2_setfit", f"model={decoder}", f"output_dir={tmp_path / 'llama_run'}") != 0
-    assert "method setfit needs a sentence encoder" in capsys.readouterr().err
+    assert "method setfit needs a bidirectional sentence encoder" in capsys.readouterr().err
     assert run_cli("train", "sst2_setfit", f"output_dir={tmp_path / 'run'}", "--resume") != 0
     assert "method setfit keeps no checkpoints" in capsys.readouterr().err
     if importlib.util.find_spec("optuna"):
