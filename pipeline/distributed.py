@@ -14,20 +14,10 @@ def fsdp_requested() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
-# Methods that do not run sharded, with the reason the refusal gives.
-NOT_UNDER_FSDP = {"adalora": "re-allocates its ranks from whole adapter matrices",
-                  "prompt": "builds its prompt embeddings for checkpoints outside the sharded forward",
-                  "prefix": "builds its prefix embeddings for checkpoints outside the sharded forward"}
-
-
 def check_fsdp_launch(method: str) -> None:
     """Refuse, before anything loads, the FSDP settings the pipeline cannot honour."""
     if not fsdp_requested():
         return
-    if method in NOT_UNDER_FSDP:
-        raise PipelineError(f"method {method} does not run under FSDP (it {NOT_UNDER_FSDP[method]}); launch it "
-                            "with DDP (launch/multi_cpu.yaml, launch/multi_gpu.yaml) or use lora, dora, ia3, head "
-                            "or full with FSDP")
     if os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false").lower() == "true":
         raise PipelineError("fsdp_cpu_ram_efficient_loading: true is not supported (the pipeline builds task heads "
                             "and adapters after loading, which the other processes would do on empty weights); "
@@ -58,7 +48,64 @@ def setup_fsdp(accelerator, model: torch.nn.Module, cpu: bool) -> bool:
         return False
     if plugin.transformer_cls_names_to_wrap is None:
         plugin.transformer_cls_names_to_wrap = shard_units(model)
+    whole = kept_whole(model)
+    if whole:
+        plugin.ignored_modules = whole
+        average_gradients_across_processes([p for m in whole for p in m.parameters() if p.requires_grad])
+        config = model.peft_config["default"]
+        if config.peft_type.value == "PREFIX_TUNING" and state.mixed_precision != "no":
+            # peft casts the prefix keys and values to the base model's stored dtype (fp32 under FSDP,
+            # which keeps fp32 shards) while the sharded attention computes in the mixed precision.
+            raise PipelineError(f"method prefix under FSDP runs in full precision only ({state.mixed_precision} "
+                                f"attention would meet fp32 prefix keys); set training.bf16=false training.fp16=false "
+                                f"and launch with --mixed_precision no")
     return True
+
+
+def kept_whole(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Modules whose parameters FSDP leaves unsharded, because peft reads them whole outside the
+    sharded forward: the prompt encoder of prompt and prefix tuning (its embeddings are computed for
+    every checkpoint) and AdaLoRA's adapter matrices and rank counts (its rank allocator ranks
+    singular values across all of them; loading a checkpoint resizes them). They are small; each
+    process holds them all."""
+    config = getattr(model, "peft_config", {}).get("default")
+    if config is None:
+        return []
+    if config.is_prompt_learning:
+        return [model.prompt_encoder]
+    if type(config).__name__ == "AdaLoraConfig":
+        return [module for name, module in model.named_modules()  # with the rank counts peft rewrites
+                if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "lora_E", "ranknum")]
+    return []
+
+
+def separate_whole_parameters(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """Fused and foreach optimizers update a parameter group in one call, which cannot mix FSDP's
+    sharded parameters with those it keeps whole: give the whole ones groups of their own (before
+    the first step, while the optimizer holds no state)."""
+    whole = {id(p) for module in kept_whole(model) for p in module.parameters()}
+    if not whole:
+        return
+    groups = []
+    for group in optimizer.param_groups:
+        for kept in (False, True):
+            params = [p for p in group["params"] if (id(p) in whole) == kept]
+            if params:
+                groups.append({**group, "params": params})
+    optimizer.param_groups = groups
+
+
+def average_gradients_across_processes(params: list[torch.nn.Parameter]) -> None:
+    """FSDP neither shards nor reduces the gradients of the parameters it ignores: average them over
+    the processes after each backward, as FSDP does for its own, so that every copy takes the same step."""
+    import torch.distributed as dist
+
+    def average(param: torch.nn.Parameter) -> None:
+        dist.all_reduce(param.grad)  # a sum: gloo has no average
+        param.grad.div_(dist.get_world_size())
+
+    for param in params:
+        param.register_post_accumulate_grad_hook(average)
 
 
 def shard_units(model: torch.nn.Module) -> list[str]:

@@ -23,7 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from pipeline import runs
 from pipeline.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
 from pipeline.distributed import (check_fsdp_launch, end_zero3_loading, full_state_dict, leave_process_group,
-                                  setup_fsdp)
+                                  separate_whole_parameters, setup_fsdp)
 from pipeline.errors import PipelineError
 from pipeline.log import log
 from pipeline.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
@@ -76,13 +76,18 @@ class PipelineTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        if not self.layerwise_lr_decay or self.optimizer is not None:
+        if self.optimizer is not None:
             return super().create_optimizer(model)
-        model = self.model if model is None else model
-        groups = layerwise_parameter_groups(model, self.args.learning_rate, self.layerwise_lr_decay,
-                                            self.args.weight_decay, set(self.get_decay_parameter_names(model)))
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        if self.layerwise_lr_decay:
+            model = self.model if model is None else model
+            groups = layerwise_parameter_groups(model, self.args.learning_rate, self.layerwise_lr_decay,
+                                                self.args.weight_decay, set(self.get_decay_parameter_names(model)))
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        else:
+            super().create_optimizer(model)
+        if self.is_fsdp_enabled:
+            separate_whole_parameters(self.optimizer, self.model)
         return self.optimizer
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -1,6 +1,6 @@
 """Sharded and multi-machine training on CPU processes over gloo, with the presets in launch/ as
-shipped: FSDP full fine-tuning and LoRA, resume of a sharded run after SIGKILL, DeepSpeed ZeRO-2 and
-ZeRO-3, and two "machines" of one process each on localhost."""
+shipped: FSDP full fine-tuning, LoRA, AdaLoRA, prompt and prefix tuning, resume of a sharded run
+after SIGKILL, DeepSpeed ZeRO-2 and ZeRO-3, and two "machines" of one process each on localhost."""
 from __future__ import annotations
 
 import json
@@ -110,12 +110,47 @@ def test_fsdp_resumes_a_sharded_run_killed_by_sigkill_to_the_same_metrics(tmp_pa
     assert metrics(killed)["validation"]["confusion_matrix"] == metrics(whole)["validation"]["confusion_matrix"]
 
 
-def test_fsdp_refuses_what_it_cannot_shard_before_loading(tmp_path):
-    process = launch(FSDP, "train", "sst2_lora", "method=adalora", f"output_dir={tmp_path / 'run'}")
-    _, err = process.communicate(timeout=300)
-    assert process.returncode != 0
-    assert "method adalora does not run under FSDP" in err and "multi_cpu.yaml" in err
-    assert "Traceback" not in err.split("error:")[0] and not (tmp_path / "run").exists()
+def saved_numbers(weights: Path) -> int:
+    with safe_open(weights, framework="pt") as f:
+        return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+
+
+@pytest.mark.parametrize("method", ["adalora", "prompt"])
+def test_fsdp_runs_the_peft_methods_that_read_their_weights_whole(tmp_path, method):
+    """AdaLoRA ranks singular values across all its matrices and prompt tuning computes its
+    embeddings for each checkpoint: FSDP leaves those few parameters whole on every process, with
+    their gradients averaged, and shards the rest."""
+    run = tmp_path / method
+    out = finish(launch(FSDP, "train", "sst2_lora", f"method={method}", *SMALL, "training.num_train_epochs=2",
+                        f"output_dir={run}"))
+    assert out.count("run folder:") == 1
+    assert (complete_checkpoints(run)[-1] / "pytorch_model_fsdp_0" / ".metadata").exists()
+    if method == "prompt":
+        assert saved_numbers(run / "adapter_model.safetensors") == metrics(run)["parameters"]["trainable"]
+    else:  # AdaLoRA saves its matrices cut to the ranks it kept: each is whole (384 rows, not a shard's 192)
+        with safe_open(run / "adapter_model.safetensors", framework="pt") as f:
+            rows = {f.get_slice(name).get_shape()[0] for name in f.keys() if "lora_B" in name}
+        assert rows == {384}
+    # Both processes evaluated with their own copy of the unsharded parameters; the saved copy
+    # (the main process's) scores the same: the copies did not drift apart.
+    assert metrics(run)["validation"]["accuracy"] == pytest.approx(best_eval_accuracy(run), abs=0.006)
+    assert run_cli("predict", run, "--text", "A gripping, beautifully made film.") == 0
+
+
+def test_fsdp_prefix_tuning_trains_a_decoder_in_full_precision_and_saves_its_prefix(tmp_path, sst2_rows):
+    from zoo import build
+
+    model = build("llama", tmp_path / "llama", [s for s, _ in sst2_rows])
+    run = tmp_path / "run"
+    args = ["train", "tiny_shakespeare_smollm2_lora", f"model={model}", "method=prefix", "prompt.num_virtual_tokens=8",
+            "lm.block_size=64", "dataset.max_train_samples=40", "dataset.max_eval_samples=8", "training.max_steps=4",
+            "training.per_device_train_batch_size=2", "training.eval_strategy=no", "training.save_strategy=no"]
+    finish(launch([*FSDP, "--mixed_precision", "no"], *args, "training.bf16=false", f"output_dir={run}"))
+    assert saved_numbers(run / "adapter_model.safetensors") == metrics(run)["parameters"]["trainable"]
+    # the preset's bf16: refused in one line
+    mixed = launch(FSDP, *args, "training.bf16=true", f"output_dir={tmp_path / 'mixed'}")
+    _, err = mixed.communicate(timeout=300)
+    assert mixed.returncode != 0 and "method prefix under FSDP runs in full precision only" in err
 
 
 @pytest.mark.parametrize("stage, method, weights", [(2, "lora", "adapter_model.safetensors"),
