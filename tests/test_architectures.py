@@ -164,8 +164,10 @@ def test_lora_params_and_advise_plan_with_the_architecture_defaults(zoo, capsys)
     out = capsys.readouterr().out
     # q_lin and v_lin are 32 x 32 in each of 2 layers: 4 * (32 + 32) * 4 = 1,024 LoRA parameters
     assert "q_lin" in out and "v_lin" in out and "total LoRA parameters: 1,024" in out
-    assert run_cli("advise", "--model", zoo("modernbert"), "--train-size", "500", "--gpu-memory", "8GB") == 0
-    assert "recommendation: LoRA" in capsys.readouterr().out
+    # several tasks: one base with a LoRA adapter each, sized with ModernBERT's own LoRA targets
+    assert run_cli("advise", "--model", zoo("modernbert"), "--train-size", "500", "--gpu-memory", "8GB",
+                   "--tasks", "3") == 0
+    assert "with 3 LoRA adapters, one per task" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2", "llama"])
