@@ -52,14 +52,25 @@ def setup_fsdp(accelerator, model: torch.nn.Module, cpu: bool) -> bool:
     if whole:
         plugin.ignored_modules = whole
         average_gradients_across_processes([p for m in whole for p in m.parameters() if p.requires_grad])
-        config = model.peft_config["default"]
-        if config.peft_type.value == "PREFIX_TUNING" and state.mixed_precision != "no":
-            # peft casts the prefix keys and values to the base model's stored dtype (fp32 under FSDP,
-            # which keeps fp32 shards) while the sharded attention computes in the mixed precision.
-            raise PipelineError(f"method prefix under FSDP runs in full precision only ({state.mixed_precision} "
-                                f"attention would meet fp32 prefix keys); set training.bf16=false training.fp16=false "
-                                f"and launch with --mixed_precision no")
+        compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(state.mixed_precision))
+        if compute_dtype is not None and model.peft_config["default"].peft_type.value == "PREFIX_TUNING":
+            model.get_base_model().register_forward_pre_hook(prefix_in_dtype(compute_dtype), with_kwargs=True)
     return True
+
+
+def prefix_in_dtype(dtype: torch.dtype):
+    """A pre-hook casting prefix tuning's keys and values to FSDP's compute dtype. peft casts them to
+    the model's stored dtype (fp32 shards under FSDP) and hands them to the attention, while the
+    sharded layers compute in the mixed-precision dtype; FSDP casts only what enters its units."""
+
+    def cast(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        cache = kwargs.get("past_key_values")
+        for layer in getattr(cache, "layers", None) or []:
+            if getattr(layer, "keys", None) is not None:
+                layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
+        return args, kwargs
+
+    return cast
 
 
 def kept_whole(model: torch.nn.Module) -> list[torch.nn.Module]:
