@@ -83,7 +83,7 @@ class SentenceClassifier(torch.nn.Module):
         embedding = pool(encoded.last_hidden_state, attention_mask, self.pooling)
         if self.normalize:
             embedding = torch.nn.functional.normalize(embedding, dim=-1)
-        return SequenceClassifierOutput(logits=self.head(embedding.to(self.head.weight.dtype)),
+        return SequenceClassifierOutput(logits=self.head(embedding),
                                         hidden_states=encoded.hidden_states)
 
     def save_pretrained(self, folder: str | Path, **_: Any) -> None:
