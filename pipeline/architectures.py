@@ -64,6 +64,13 @@ def lora_targets(model_type: str, module_names: list[str] | None = None) -> list
                         f"attention projections (`pipeline lora-params --model ... --targets ...` lists its layers)")
 
 
+def linear_layer_names(model: torch.nn.Module) -> list[str]:
+    """The short names (last dotted part) of a model's linear layers, in order of first appearance:
+    what a LoRA target names (BERT: query, key, value, dense)."""
+    return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear)))
+
+
 def ia3_targets(model_type: str) -> tuple[list[str], list[str]] | None:
     """IA3's (targets, feed-forward modules) where peft has no entry for the type, else None (peft's own)."""
     return IA3_TARGETS.get(model_type)

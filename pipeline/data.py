@@ -184,6 +184,12 @@ def limit_rows(dataset: Any, cfg: Any, seed: int) -> None:
             dataset[split] = dataset[split].shuffle(seed=seed).select(range(n))
 
 
+def split_summary(splits: Any, label_names: list[str], unit: str = "rows", labels: str = "labels") -> str:
+    """The log line a run starts with: the size of each split and the label names."""
+    return ("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
+            f" {unit}; {labels}: {', '.join(label_names)}")
+
+
 def per_label(split: Any, n: int, seed: int) -> Any:
     """A few-shot training set: ``n`` seeded rows of each label (every row of a label that has fewer)."""
     shuffled = split.shuffle(seed=seed)

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from pipeline.architectures import (head_modules, head_parameters_to_save, ia3_targets, lora_targets,
-                                    model_type_of)
+from pipeline.architectures import (head_modules, head_parameters_to_save, ia3_targets, linear_layer_names,
+                                    lora_targets, model_type_of)
 from pipeline.errors import PipelineError
 
 # Learning rates that work for each method when the user sets none: full fine-tuning moves
@@ -127,8 +127,7 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None, fre
     targets = expand_target_aliases(names, list(lora.target_modules))
     missing = [m for m in targets if not matches(m)]
     if missing:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-                         if isinstance(mod, torch.nn.Linear)})
+        linear = sorted(linear_layer_names(model))
         raise PipelineError(f"lora.target_modules {missing} are not modules of {type(model).__name__}; "
                             f"its linear layers are named {', '.join(linear)} (or leave lora.target_modules "
                             f"unset for the architecture's query/value projections)")

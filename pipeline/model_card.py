@@ -77,7 +77,8 @@ def model_card(run_dir: Path, recipe: Recipe, repo_id: str | None = None, base_i
     base = base_id or public_name(config.model)
     where = repo_id or public_name(str(run_dir))
     auto = recipe.model_class(config).__name__
-    if is_setfit_run(run_dir):
+    setfit = is_setfit_run(run_dir)
+    if setfit:
         head = f'hf_hub_download("{where}", "{HEAD_FILE}")' if repo_id else f'"{where}/{HEAD_FILE}"'
         usage = ("from safetensors.torch import load_file\nfrom sentence_transformers import SentenceTransformer\n"
                  + ("from huggingface_hub import hf_hub_download\n" if repo_id else "") +
@@ -93,13 +94,13 @@ def model_card(run_dir: Path, recipe: Recipe, repo_id: str | None = None, base_i
     else:
         usage = (f"from peft import PeftModel\nfrom transformers import AutoTokenizer, {auto}\n"
                  f"model = PeftModel.from_pretrained({auto}.from_pretrained(\"{base}\"), \"{where}\")")
-    if not is_setfit_run(run_dir):
+    if not setfit:
         usage += f"\ntokenizer = AutoTokenizer.from_pretrained(\"{where}\")"
     data = config.dataset.name or public_name(config.dataset.train_file)
     figure = "![confusion matrix](confusion_matrix.png)\n" if (run_dir / "confusion_matrix.png").exists() else ""
     command = "" if repo_id else f"```\n{recipe.usage.format(run=where)}\n```\n"
     as_trained = "merged into the base model" if merged else "as trained"
-    library = "peft" if adapter else "sentence-transformers" if is_setfit_run(run_dir) else "transformers"
+    library = "peft" if adapter else "sentence-transformers" if setfit else "transformers"
     front = ModelCardData(base_model=base, library_name=library,
                           tags=[config.recipe, config.method, "finetune-pipeline"], model_name=repo_id,
                           eval_results=eval_results(config, metrics) if repo_id else None)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.architectures import linear_layer_names
 from pipeline.methods import expand_target_aliases
 from pipeline.models import load_model_config, skeleton
 
@@ -69,7 +70,7 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
     for user_target, target in zip(targets, expand_target_aliases(list(linear), targets)):
         names = [n for n in linear if n == target or n.endswith("." + target)]
         if not names:
-            short = sorted({n.rsplit(".", 1)[-1] for n in linear})
+            short = sorted(linear_layer_names(model))
             raise PipelineError(f"target {user_target!r} matches no linear layer; linear layers are named "
                                 f"{', '.join(short)} (or use a longer suffix such as attention.output.dense)")
         by_shape: dict[tuple[int, int], list[str]] = {}

@@ -196,7 +196,7 @@ def train_setfit(config: Any, recipe: Any, overwrite: bool = False) -> Path:
     """Train ``config`` (method setfit) and write a run folder like every other method's."""
     from transformers import set_seed
 
-    from pipeline.data import load_text_classification
+    from pipeline.data import load_text_classification, split_summary
     from pipeline.export import require
     from pipeline.models import check_pickles, resolve_model
     from pipeline.training import finish_run, peak_memory_mb
@@ -218,8 +218,7 @@ def train_setfit(config: Any, recipe: Any, overwrite: bool = False) -> Path:
     data = load_text_classification(config.dataset, config.seed)
     label_names = data.label_names
     train_rows = data.splits["train"].filter(lambda row: row["label"] >= 0)
-    log.info("data: " + ", ".join(f"{name} {len(split):,}" for name, split in data.splits.items()) +
-             f" rows; labels: {', '.join(label_names)}")
+    log.info(split_summary(data.splits, label_names))
     path = resolve_model(config.model)
     check_pickles(path, config.allow_pickle)
     logging.getLogger("setfit.modeling").setLevel(logging.ERROR)  # "no model_head.pkl": the head is fitted here
@@ -227,9 +226,10 @@ def train_setfit(config: Any, recipe: Any, overwrite: bool = False) -> Path:
     model = setfit.SetFitModel.from_pretrained(path, trust_remote_code=config.trust_remote_code,
                                                labels=list(range(len(label_names))))
     pooling, normalize = sentence_modules(model.model_body, config.model)
-    pairs = min(2 * config.setfit.pairs_per_sentence * len(train_rows), config.setfit.max_pairs)
+    drawn = 2 * config.setfit.pairs_per_sentence * len(train_rows)  # same-label and different-label pairs
+    pairs = min(drawn, config.setfit.max_pairs)
     max_steps = settings["max_steps"]
-    if max_steps < 0 and pairs < 2 * config.setfit.pairs_per_sentence * len(train_rows):
+    if max_steps < 0 and pairs < drawn:
         max_steps = settings["num_train_epochs"] * math.ceil(pairs / settings["per_device_train_batch_size"])
     args = setfit.TrainingArguments(
         output_dir=str(run_dir / runs.CHECKPOINTS), batch_size=settings["per_device_train_batch_size"],

@@ -47,16 +47,13 @@ def default_space(method: str, model_name: str | None = None) -> dict[str, Searc
 def target_sets(model_name: str) -> list[list[str]]:
     """LoRA's two usual target sets for a model: the architecture's query/value projections, and
     every linear layer of the base model by name (BERT: query, key, value, dense)."""
-    import torch
-
-    from pipeline.architectures import lora_targets
+    from pipeline.architectures import linear_layer_names, lora_targets
     from pipeline.models import load_model_config, skeleton
 
     config = load_model_config(model_name)
-    modules = list(skeleton(config).named_modules())
-    attention = lora_targets(config.model_type, [name for name, _ in modules])
-    linear = list(dict.fromkeys(name.rsplit(".", 1)[-1] for name, module in modules
-                                if isinstance(module, torch.nn.Linear)))
+    model = skeleton(config)
+    attention = lora_targets(config.model_type, [name for name, _ in model.named_modules()])
+    linear = linear_layer_names(model)
     return [attention, linear] if set(linear) != set(attention) else [attention]
 
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from pipeline import runs
 from pipeline.augment import augment_split
-from pipeline.data import load_text_classification, run_split
+from pipeline.data import load_text_classification, run_split, split_summary
 from pipeline.errors import PipelineError
 from pipeline.inference import TextClassifier
 from pipeline.loading import LoadOptions, label_kwargs
@@ -41,8 +41,7 @@ class SequenceClassification(Recipe):
     def build(self, config: RunConfig) -> Task:
         data = load_text_classification(config.dataset, config.seed)
         splits, label_names = data.splits, data.label_names
-        log.info("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
-              f" rows; labels: {', '.join(label_names)}")
+        log.info(split_summary(splits, label_names))
         tokenizer = load_tokenizer(config.model, config.trust_remote_code)
         if config.augment.factor:
             before = len(splits["train"])

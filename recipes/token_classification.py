@@ -17,7 +17,7 @@ import numpy as np
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from pipeline import runs
-from pipeline.data import load_token_classification, run_split
+from pipeline.data import load_token_classification, run_split, split_summary
 from pipeline.errors import PipelineError
 from pipeline.inference import TokenTagger
 from pipeline.loading import LoadOptions, label_kwargs
@@ -47,8 +47,7 @@ class TokenClassification(Recipe):
                                 "edit to move its tags too. Set augment.factor=0")
         data = load_token_classification(config.dataset, config.seed)
         splits, label_names = data.splits, data.label_names
-        log.info("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) +
-              f" sentences; tags: {', '.join(label_names)}")
+        log.info(split_summary(splits, label_names, unit="sentences", labels="tags"))
         tokenizer = word_tokenizer(config.model, config.trust_remote_code)
         encoded = splits.map(partial(align, tokenizer=tokenizer, max_length=config.dataset.max_length,
                                      label_names=label_names, label_all=config.dataset.label_all_subtokens),
