@@ -10,11 +10,12 @@ length and runs batches of 64 the same way, so the rows compare what runs the mo
   peer-onnxruntime-int8  the same graph after ONNX Runtime's default dynamic quantization
   peer-openvino        the plain model through openvino.convert_model, OpenVINO's CPU plugin (f32)
   peer-openvino-bf16   the same with INFERENCE_PRECISION_HINT bf16 (CPUs with bf16 units)
+  peer-openvino-int8   the same graph after NNCF's default weight compression (int8), f32 hint
   ours-BACKEND-PRECISION  `pipeline predict --backend BACKEND --precision PRECISION`'s engine
 
 Each is compared with ours-torch-fp32 (agreement of predicted labels) and scored on the labelled dev
-set. Then, for our fastest backend at full agreement and for torch fp32: the cold start of
-`pipeline predict RUN --text ...` against `python -c "import torch, transformers"`, and
+set. Then, for `predict` as it runs without flags (backend auto), for our fastest backend at
+full agreement and for torch fp32: the cold start of `pipeline predict RUN --text ...` against `python -c "import torch, transformers"`, and
 `pipeline predict --file` end to end on 10,772 texts (dev + test four times) against the engine's
 in-process rate. `--imdb N` adds N IMDb test reviews truncated at 512 tokens (the seed loop there
 runs on 100 texts). Useful FLOPs: 2 x non-embedding parameters per real token, plus attention, over
@@ -46,7 +47,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 from bench.machine import gemm_peak, machine  # noqa: E402
-from pipeline.backends import BACKEND_PRECISIONS  # noqa: E402
+from pipeline.backends import BACKEND_PRECISIONS, resolve_backend  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data import load_text_classification  # noqa: E402
 from pipeline.inference import TextClassifier  # noqa: E402
@@ -98,6 +99,7 @@ def sorted_batches(tokenizer, max_length, forward) -> Predict:
 
 def peer_graphs(model, tokenizer, folder: Path) -> dict[str, Path]:
     """The plain model (no change of ours) converted by each runtime's own tool."""
+    import nncf
     import openvino
     from onnxruntime.quantization import quantize_dynamic
 
@@ -109,8 +111,11 @@ def peer_graphs(model, tokenizer, folder: Path) -> dict[str, Path]:
                       dynamic_shapes={k: {0: batch, 1: length} for k in example}).save(str(onnx_path))
     quantize_dynamic(str(onnx_path), str(folder / "peer_int8.onnx"))
     ir_path = folder / "peer.xml"
-    openvino.save_model(openvino.convert_model(model, example_input=example), str(ir_path), compress_to_fp16=False)
-    return {"onnx": onnx_path, "onnx-int8": folder / "peer_int8.onnx", "openvino": ir_path}
+    graph = openvino.convert_model(model, example_input=example)
+    openvino.save_model(graph, str(ir_path), compress_to_fp16=False)
+    openvino.save_model(nncf.compress_weights(graph), str(folder / "peer_int8.xml"), compress_to_fp16=False)
+    return {"onnx": onnx_path, "onnx-int8": folder / "peer_int8.onnx", "openvino": ir_path,
+            "openvino-int8": folder / "peer_int8.xml"}
 
 
 def peer_onnxruntime(path: Path, tokenizer, max_length) -> Predict:
@@ -143,6 +148,7 @@ def methods(run: Path, model, tokenizer, max_length: int, graphs: dict[str, Path
         "peer-onnxruntime": lambda: peer_onnxruntime(graphs["onnx"], tokenizer, max_length),
         "peer-onnxruntime-int8": lambda: peer_onnxruntime(graphs["onnx-int8"], tokenizer, max_length),
         "peer-openvino": lambda: peer_openvino(graphs["openvino"], tokenizer, max_length, "f32"),
+        "peer-openvino-int8": lambda: peer_openvino(graphs["openvino-int8"], tokenizer, max_length, "f32"),
     }
     if bf16:
         found["peer-openvino-bf16"] = lambda: peer_openvino(graphs["openvino"], tokenizer, max_length, "bf16")
@@ -220,20 +226,19 @@ def command_seconds(args: list[str], repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def start_and_file(run: Path, texts: list[str], engine_rates: dict[str, float], folder: Path) -> dict:
-    """Cold start of `predict --text` and `predict --file` end to end, per backend and precision."""
+def start_and_file(run: Path, texts: list[str], engines: dict[str, tuple[list[str], float]], folder: Path) -> dict:
+    """Cold start of `predict --text` and `predict --file` end to end, per command line (name ->
+    its flags and the in-process rate of the engine it runs)."""
     pipeline = str(Path(sys.executable).with_name("pipeline"))
     imports = command_seconds([sys.executable, "-c", "import torch, transformers"])
     print(f"\n`python -c \"import torch, transformers\"`: {imports:.2f} s (median of 3)\n")
-    print("| backend, precision | cold start of `predict --text` | vs the imports | `predict --file`, "
+    print("| command | cold start of `predict --text` | vs the imports | `predict --file`, "
           f"{len(texts):,} texts | vs the engine in process |")
     print("|---|---|---|---|---|")
     big = folder / "texts.txt"
     big.write_text("\n".join(texts) + "\n", encoding="utf-8")
     out = {"imports_seconds": imports}
-    for name, rate in engine_rates.items():
-        _, backend, precision = name.split("-")
-        flags = ["--backend", backend, "--precision", precision, "--device", "cpu"]
+    for name, (flags, rate) in engines.items():
         subprocess.run([pipeline, "predict", str(run), "--text", "warm the export cache", *flags], check=True,
                        capture_output=True)
         start_s = command_seconds([pipeline, "predict", str(run), "--text", "A fine film.", *flags])
@@ -241,7 +246,7 @@ def start_and_file(run: Path, texts: list[str], engine_rates: dict[str, float], 
                                   str(folder / "out.jsonl"), *flags], repeats=1)
         file_rate = len(texts) / file_s
         out[name] = {"cold_start_seconds": start_s, "file_texts_per_second": file_rate, "engine_texts_per_second": rate}
-        print(f"| {backend}, {precision} | {start_s:.2f} s | {start_s / imports:.2f}x | {file_rate:.1f} texts/s "
+        print(f"| {name} | {start_s:.2f} s | {start_s / imports:.2f}x | {file_rate:.1f} texts/s "
               f"({file_s:.1f} s) | {file_rate / rate:.2f}x of {rate:.1f} |")
     return out
 
@@ -279,8 +284,13 @@ def main() -> None:
             report["sst2"] = results = benchmark("sst2", dev + test, labels, run, model, tokenizer, 128, peak, graphs, bf16)
             exact = {n: r for n, r in results.items() if n.startswith("ours-") and r["agreement"] >= 0.995}
             fastest = max(exact, key=lambda n: exact[n]["texts_per_second"])
-            rates = {n: exact[n]["texts_per_second"] for n in dict.fromkeys(["ours-torch-fp32", fastest])}
-            report["start_and_file"] = start_and_file(run, (dev + test) * 4, rates, tmp)
+            default = "ours-{}-{}".format(*resolve_backend(LoadOptions()))  # what `predict` runs without flags
+            engines = {"`predict` (default: auto, " + default[5:] + ")": ([], results[default]["texts_per_second"])}
+            for name in dict.fromkeys(["ours-torch-fp32", fastest]):
+                _, backend, precision = name.split("-")
+                engines[f"`--backend {backend} --precision {precision}`"] = (
+                    ["--backend", backend, "--precision", precision, "--device", "cpu"], exact[name]["texts_per_second"])
+            report["start_and_file"] = start_and_file(run, (dev + test) * 4, engines, tmp)
         if args.imdb:
             imdb = load_text_classification(DatasetConfig(name="imdb"), 0).splits["test"].shuffle(seed=0)
             imdb = imdb.select(range(args.imdb))

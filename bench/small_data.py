@@ -126,6 +126,9 @@ def main_bench() -> None:
                   f"the setfit library's defaults {peer_row['accuracy']:.4f} in {peer_row['seconds']:.0f} s "
                   f"({rows[best]['seconds'] / peer_row['seconds']:.2f}x its time)")
     (OUT / "results.json").write_text(json.dumps({"machine": line, "table": table}, indent=1))
+    if sorted(args.sizes) != [32, 128, 512, 2048] or len(args.methods) < 4:
+        print(f"\n(a partial run: {CROSSOVERS.name}, which `advise` reads, is left as it was)")
+        return
     CROSSOVERS.write_text(json.dumps({"measured_by": "bench/small_data.py", "data": "SST-2 (balanced), dev accuracy",
                                       "model": "minilm", "seeds": args.seeds, "machine": line,
                                       "crossovers": crossovers}, indent=1) + "\n")

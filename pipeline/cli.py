@@ -181,9 +181,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
 
 def _add_load_options(p: argparse.ArgumentParser, backend: bool = False) -> None:
     if backend:
-        p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "openvino", "auto"),
-                       help="torch (default), onnxruntime or openvino (the run converted once, cached in "
-                            "RUN/exports/), or auto: the fastest installed for the device and precision")
+        p.add_argument("--backend", default="auto", choices=("torch", "onnxruntime", "openvino", "auto"),
+                       help="auto (default): the fastest installed for the device and precision, torch where "
+                            "a runtime cannot hold the run; torch; onnxruntime or openvino (the run converted "
+                            "once, cached in RUN/exports/)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"),
                    help="fp32, bf16, or int8 dynamic quantization (CPU; torch and onnxruntime); "

@@ -11,9 +11,11 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,20 +27,28 @@ from pipeline.loading import GRAPH_TASKS, LoadOptions, check_graph_task, load_ru
 FORMATS = ("transformers", "onnx", "openvino")
 GRAPH_FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
 EXPORT_FILE = "export.json"
+EXPORT_FORMAT_FAILED = "{fmt}.failed.json"  # beside RUN/exports/FMT: a conversion that failed
 INSTALL = {"onnx": "pip install 'finetune-pipeline[onnx]'", "onnxruntime": "pip install 'finetune-pipeline[onnx]'",
            "openvino": "pip install 'finetune-pipeline[openvino]'", "setfit": "pip install 'finetune-pipeline[setfit]'"}
 CPU_FP32 = LoadOptions(device="cpu", precision="fp32")
 
 
-def require(module: str, install_name: str | None = None) -> Any:
-    """Import an optional runtime, or stop with the one line that installs it."""
+class ConversionError(PipelineError):
+    """A runtime's converter could not handle the model (``--backend auto`` then runs torch)."""
+
+    def __init__(self, fmt: str, model_name: str, reason: str):
+        self.failure = f"{fmt} conversion of this {model_name} failed ({reason})"
+        super().__init__(f"{self.failure}; use --backend torch, or --format transformers")
+
+
+def require(module: str, extra: str | None = None) -> Any:
+    """Import an optional module, or stop with the one line that installs the extra holding it."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError:
-        name = install_name or module
-        raise PipelineError(f"{name} is not installed; run: {INSTALL[name]}") from None
+        raise PipelineError(f"{module} is not installed; run: {INSTALL[extra or module]}") from None
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, model_class: Any, fmt: str = "transformers",
@@ -95,7 +105,7 @@ def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> list[str]:
     example = {name: example[name] for name in loaded.tokenizer.model_input_names
                if name in example and name in accepted}
     try:
-        with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "torch._dynamo"):
+        with warnings.catch_warnings(), quiet("torch.onnx", "torch.export", "torch._dynamo"):
             warnings.simplefilter("ignore")
             if fmt == "onnx":
                 batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
@@ -117,11 +127,10 @@ def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> list[str]:
             exc = exc.__cause__
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # no terminal colour codes
         first = text.splitlines()[0][:200] if text else type(exc).__name__
-        raise PipelineError(f"{fmt} conversion of this {type(loaded.model).__name__} failed ({first}); "
-                            f"use --backend torch, or --format transformers") from None
+        raise ConversionError(fmt, type(loaded.model).__name__, first) from None
 
 
-class _quiet:
+class quiet:
     """Lower the named loggers to errors while the converters run (they log per operator)."""
 
     def __init__(self, *names: str):
@@ -149,20 +158,45 @@ def source_fingerprint(run_dir: str | Path) -> dict[str, list[int]]:
 def runtime_graph(run_dir: str | Path, fmt: str, model_class: Any, options: LoadOptions = CPU_FP32) -> Path:
     """A folder holding the run in ``fmt`` for a runtime backend: a conversion cached in
     ``RUN/exports/FMT`` (made again when the run's weights change; in a temporary folder when the run
-    folder is read-only)."""
-    run_dir = Path(run_dir)
+    folder is read-only). The conversion is written beside the cache and renamed into place, so
+    processes starting together never read half a graph; a failed one is recorded in
+    ``RUN/exports/FMT.failed.json`` for ``--backend auto`` to skip."""
+    with _CONVERTING:  # tracing a model is not thread-safe: one conversion at a time in a process
+        return _runtime_graph(Path(run_dir), fmt, model_class, options)
+
+
+_CONVERTING = threading.Lock()
+
+
+def _runtime_graph(run_dir: Path, fmt: str, model_class: Any, options: LoadOptions) -> Path:
     cache = run_dir / "exports" / fmt
     description = cache / EXPORT_FILE
     if description.exists():
         if json.loads(description.read_text(encoding="utf-8")).get("source") == source_fingerprint(run_dir):
             return cache
-        shutil.rmtree(cache)
+        shutil.rmtree(cache, ignore_errors=True)
     try:
         cache.parent.mkdir(exist_ok=True)
         runs.record_outputs(run_dir, ["exports"])
+        staging = cache.parent / f".{fmt}-{os.getpid()}-{threading.get_ident()}"  # mkdir keeps the umask
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
     except OSError:
         from pipeline.log import log
 
         log.warning(f"run folder {run_dir} is read-only: converting to {fmt} for this process only")
-        cache = Path(tempfile.mkdtemp(prefix=f"pipeline-{fmt}-")) / fmt
-    return export_run(run_dir, cache, model_class, fmt, options)
+        return export_run(run_dir, Path(tempfile.mkdtemp(prefix=f"pipeline-{fmt}-")) / fmt, model_class, fmt, options)
+    failed = cache.parent / EXPORT_FORMAT_FAILED.format(fmt=fmt)
+    try:
+        export_run(run_dir, staging, model_class, fmt, options)
+    except PipelineError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, ConversionError):
+            failed.write_text(json.dumps({"error": str(exc), "source": source_fingerprint(run_dir)}), encoding="utf-8")
+        raise
+    failed.unlink(missing_ok=True)
+    try:
+        staging.rename(cache)
+    except OSError:  # another process put its conversion in place first
+        shutil.rmtree(staging, ignore_errors=True)
+    return cache

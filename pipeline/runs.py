@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,8 @@ def record_outputs(run_dir: Path, names: list[str] | None = None) -> None:
     manifest = _manifest(run_dir)
     if names is None:
         names = [p.name for p in run_dir.iterdir() if p.name != MANIFEST and p.name not in manifest["foreign"]]
+    if set(names) <= set(manifest["files"]):
+        return  # commands reading a run (predict caching its conversion) leave the file alone
     manifest["files"] = sorted(set(names) | set(manifest["files"]))
     _write_manifest(run_dir, manifest)
 
@@ -110,7 +114,10 @@ def _manifest(run_dir: Path) -> dict[str, list[str]]:
 
 
 def _write_manifest(run_dir: Path, manifest: dict[str, list[str]]) -> None:
-    (run_dir / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    """Written beside and renamed into place: a process reading it meanwhile sees the old or the new."""
+    staging = run_dir / f"{MANIFEST}.{os.getpid()}.{threading.get_ident()}"
+    staging.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    os.replace(staging, run_dir / MANIFEST)
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:

@@ -41,17 +41,28 @@ def test_fp32_backends_give_torch_probabilities(backend, lora_run, dev_texts, to
     assert np.abs(probabilities(lora_run, dev_texts, backend) - torch_fp32).max() < 1e-3
 
 
-# Measured on these 300 sentences: OpenVINO bf16 keeps 99.7-100% of fp32's labels; int8 dynamic
-# quantization 97% (this short run leaves many sentences near 0.5, where int8's error flips them).
-# Thresholds: the measurement less one point (bf16), less two (int8).
-@pytest.mark.parametrize("backend,precision,least", [("openvino", "bf16", 0.985), ("onnxruntime", "int8", 0.95)])
-def test_reduced_precisions_agree_with_torch_fp32(backend, precision, least, lora_run, dev_texts, torch_fp32):
+@pytest.fixture(scope="module")
+def all_dev_texts() -> list[str]:
+    """All 872 SST-2 dev sentences: agreement rates near 99% need more than 300 to be measured."""
+    from pipeline.data import load_text_classification
+    from pipeline.schema import DatasetConfig
+
+    return list(load_text_classification(DatasetConfig(name="sst2"), 0).splits["validation"]["text"])
+
+
+# Share of torch fp32's labels kept on the 872 dev sentences (this short run leaves many of them near
+# 0.5, where a reduced precision flips them), measured: OpenVINO bf16 100%, OpenVINO int8 weights with
+# its dynamic activation quantization 99.2%, ONNX Runtime's dynamic int8 97.5%. Thresholds: the
+# measurement less 0.2 points (two sentences), one point for bf16, two for ONNX Runtime's int8.
+@pytest.mark.parametrize("backend,precision,least", [
+    ("openvino", "bf16", 0.99), ("openvino", "int8", 0.99), ("onnxruntime", "int8", 0.955)])
+def test_reduced_precisions_agree_with_torch_fp32(backend, precision, least, lora_run, all_dev_texts):
     if precision == "bf16" and not openvino_has_bf16():
         with pytest.raises(PipelineError, match="needs a CPU with bf16 units"):
-            probabilities(lora_run, dev_texts, backend, precision)
+            probabilities(lora_run, all_dev_texts, backend, precision)
         return
-    labels = probabilities(lora_run, dev_texts, backend, precision).argmax(-1)
-    assert (labels == torch_fp32.argmax(-1)).mean() >= least
+    labels = probabilities(lora_run, all_dev_texts, backend, precision).argmax(-1)
+    assert (labels == probabilities(lora_run, all_dev_texts).argmax(-1)).mean() >= least
 
 
 def test_a_run_is_converted_once_and_its_conversion_belongs_to_the_run(lora_run, dev_texts, capsys):
@@ -133,8 +144,6 @@ def test_export_refuses_a_folder_in_use(lora_run, tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--backend", "onnxruntime", "--precision", "bf16"],
      "--backend onnxruntime runs fp32 or int8, not bf16; for bf16 use --backend torch or openvino"),
-    (["--backend", "openvino", "--precision", "int8"],
-     "--backend openvino runs fp32 or bf16, not int8; for int8 use --backend torch or onnxruntime"),
     (["--backend", "openvino", "--adapter", "other=somewhere"],
      "--adapter switches LoRA adapters on --backend torch only; run each adapter's run folder on its own "
      "with --backend openvino"),
@@ -156,9 +165,10 @@ def test_auto_takes_the_fastest_installed_runtime_for_the_precision(monkeypatch)
     assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("openvino", "fp32")
     bf16 = "openvino" if openvino_has_bf16() else "torch"
     assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="bf16")) == (bf16, "bf16")
-    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("onnxruntime", "int8")
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("openvino", "int8")
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("onnxruntime", "fp32")
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("onnxruntime", "int8")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="bf16")) == ("torch", "bf16")
 
@@ -180,3 +190,53 @@ def test_serve_on_openvino_answers_like_torch(lora_run, dev_texts, torch_fp32):
     with serving(create_app(engine)) as url, ThreadPoolExecutor(4) as pool:  # requests share micro-batches
         answers = [p for batch in pool.map(lambda start: post(url, start), range(0, 64, 8)) for p in batch]
     assert [a["label"] for a in answers] == [["negative", "positive"][i] for i in torch_fp32[:64].argmax(-1)]
+
+
+def test_openvino_int8_without_nncf_names_the_install_command(lora_run, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    (lora_run / "exports" / "openvino" / "openvino_model_int8.xml").unlink(missing_ok=True)
+    assert run_cli("predict", lora_run, "--text", "A fine film.", "--backend", "openvino", "--precision", "int8") == 2
+    assert capsys.readouterr().err.strip() == "error: nncf is not installed; run: pip install 'finetune-pipeline[openvino]'"
+
+
+def test_commands_run_on_the_fastest_installed_runtime_by_default(lora_run, dev_texts, torch_fp32, tmp_path, capsys):
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run, ignore=shutil.ignore_patterns("exports", "checkpoints"))
+    with ThreadPoolExecutor(2) as pool:  # two commands starting together convert once, and both run
+        engines = list(pool.map(lambda _: TextClassifier.from_run(run, options=LoadOptions(device="cpu", backend="auto")),
+                                range(2)))
+    assert [e.runner.backend for e in engines] == ["openvino", "openvino"]
+    assert [p.name for p in (run / "exports").iterdir()] == ["openvino"]  # no half-written conversion left
+    capsys.readouterr()
+    assert run_cli("predict", run, "--text", dev_texts[0], "--json") == 0  # no --backend: auto
+    answer = json.loads(capsys.readouterr().out)
+    assert abs(answer["score"] - torch_fp32[0].max()) < 1e-3
+
+
+def test_auto_keeps_on_torch_what_a_runtime_cannot_hold(lora_run, rt_lora_run, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    from pipeline import export
+
+    auto = LoadOptions(device="cpu", backend="auto")
+    several = TextClassifier.from_run(lora_run, adapters={"rt": rt_lora_run}, options=auto)
+    assert several.runner.backend == "torch" and several.adapters == ["default", "rt"]
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run, ignore=shutil.ignore_patterns("exports", "checkpoints"))
+    attempts = []
+
+    def failing_converter(loaded, out_dir, fmt):  # what a converter that cannot trace an architecture does
+        attempts.append(fmt)
+        raise export.ConversionError(fmt, type(loaded.model).__name__, "unsupported operator")
+
+    monkeypatch.setattr(export, "_write_graph", failing_converter)
+    assert TextClassifier.from_run(run, options=auto).runner.backend == "torch"
+    assert "openvino conversion of this BertForSequenceClassification failed (unsupported operator); " \
+           "running on torch" in caplog.text
+    assert TextClassifier.from_run(run, options=auto).runner.backend == "torch" and attempts == ["openvino"]
+    with pytest.raises(PipelineError, match="openvino conversion of this"):  # asked for by name: the error
+        TextClassifier.from_run(run, options=LoadOptions(device="cpu", backend="openvino"))

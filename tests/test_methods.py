@@ -73,6 +73,9 @@ def test_prompt_tuning_run_cannot_be_merged(tmp_path, capsys):
     assert run_cli("train", "sst2_lora", "method=prompt", *SHORT, f"output_dir={out}") == 0
     assert run_cli("export", out, tmp_path / "merged", "--merge") == 2
     assert "cannot merge" in capsys.readouterr().err
+    # predict's default backend (auto) keeps it on torch: its virtual tokens are no graph weights
+    assert run_cli("predict", out, "--text", REVIEWS[0]) == 0
+    assert capsys.readouterr().out.strip().endswith(REVIEWS[0]) and not (out / "exports").exists()
 
 
 def test_layerwise_lr_decay_gives_lower_layers_smaller_steps():
