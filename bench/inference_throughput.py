@@ -13,7 +13,8 @@ length and runs batches of 64 the same way, so the rows compare what runs the mo
   peer-openvino-int8   the same graph after NNCF's default weight compression (int8), f32 hint
   ours-BACKEND-PRECISION  `pipeline predict --backend BACKEND --precision PRECISION`'s engine
 
-Each is compared with ours-torch-fp32 (agreement of predicted labels) and scored on the labelled dev
+Each row's time is the median of three passes over the texts (one pass where it takes over 15 s:
+the slow baselines, IMDb). Each is compared with ours-torch-fp32 (agreement of predicted labels) and scored on the labelled dev
 set. Then, for `predict` as it runs without flags (backend auto), for our fastest backend at
 full agreement and for torch fp32: the cold start of `pipeline predict RUN --text ...` against `python -c "import torch, transformers"`, and
 `pipeline predict --file` end to end on 10,772 texts (dev + test four times) against the engine's
@@ -172,9 +173,12 @@ def benchmark(title, texts, labels, run, model, tokenizer, max_length, peak, gra
         subset = texts[:seed_subset] if name == "seed-loop" and seed_subset else texts
         predict = make()
         predict(subset[:8])  # warm-up
-        start = time.perf_counter()
-        predictions = predict(subset)
-        seconds = time.perf_counter() - start
+        passes = []
+        while len(passes) < 3 and sum(passes) < 15:  # the median of 3 passes where they are quick
+            start = time.perf_counter()
+            predictions = predict(subset)
+            passes.append(time.perf_counter() - start)
+        seconds = statistics.median(passes)
         share = useful * len(subset) / len(texts) / seconds / 1e9 / peak.get(dtype_of(name), float("nan"))
         results[name] = {"predictions": predictions, "seconds": seconds,
                          "texts_per_second": len(subset) / seconds, "peak_share": share}
@@ -203,15 +207,20 @@ def benchmark(title, texts, labels, run, model, tokenizer, max_length, peak, gra
 
 
 def summarize(results: dict) -> None:
-    """Our best against the best peer, at >= 99.5% agreement (int8 apart, as it is lossy)."""
-    def best(prefix: str, int8: bool) -> tuple[str, dict]:
+    """Our best against the best peer at >= 99.5% agreement; int8 apart (it is lossy), at any
+    agreement and at >= 99%."""
+    def best(prefix: str, int8: bool, least: float) -> tuple[str, dict] | None:
         rows = [(n, r) for n, r in results.items() if n.startswith(prefix) and (dtype_of(n) == "int8") == int8
-                and (int8 or r["agreement"] >= 0.995)]
-        return max(rows, key=lambda item: item[1]["texts_per_second"])
+                and r["agreement"] >= least]
+        return max(rows, key=lambda item: item[1]["texts_per_second"]) if rows else None
 
-    for int8 in (False, True):
-        (ours_name, ours_row), (peer_name, peer_row) = best("ours-", int8), best("peer-", int8)
-        print(f"{'int8: ' if int8 else ''}best of ours {ours_name} {ours_row['texts_per_second']:.1f} texts/s "
+    for title, int8, least in (("", False, 0.995), ("int8: ", True, 0.0), ("int8 at >= 99% agreement: ", True, 0.99)):
+        ours_best, peer_best = best("ours-", int8, least), best("peer-", int8, least)
+        if not ours_best or not peer_best:
+            print(f"{title}no row of {'ours' if not ours_best else 'the peers'}")
+            continue
+        (ours_name, ours_row), (peer_name, peer_row) = ours_best, peer_best
+        print(f"{title}best of ours {ours_name} {ours_row['texts_per_second']:.1f} texts/s "
               f"({ours_row['agreement']:.2%} agreement) = {ours_row['texts_per_second'] / peer_row['texts_per_second']:.2f}x "
               f"the best peer {peer_name} {peer_row['texts_per_second']:.1f} texts/s ({peer_row['agreement']:.2%})")
 
@@ -284,7 +293,7 @@ def main() -> None:
             report["sst2"] = results = benchmark("sst2", dev + test, labels, run, model, tokenizer, 128, peak, graphs, bf16)
             exact = {n: r for n, r in results.items() if n.startswith("ours-") and r["agreement"] >= 0.995}
             fastest = max(exact, key=lambda n: exact[n]["texts_per_second"])
-            default = "ours-{}-{}".format(*resolve_backend(LoadOptions()))  # what `predict` runs without flags
+            default = "ours-{}-{}".format(*resolve_backend(LoadOptions(device="cpu", backend="auto")))  # `predict` without flags
             engines = {"`predict` (default: auto, " + default[5:] + ")": ([], results[default]["texts_per_second"])}
             for name in dict.fromkeys(["ours-torch-fp32", fastest]):
                 _, backend, precision = name.split("-")

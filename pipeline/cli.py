@@ -187,7 +187,7 @@ def _add_load_options(p: argparse.ArgumentParser, backend: bool = False) -> None
                             "once, cached in RUN/exports/)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"),
-                   help="fp32, bf16, or int8 dynamic quantization (CPU; torch and onnxruntime); "
+                   help="fp32, bf16, or int8 (CPU: int8 weights, activations quantized as they run); "
                         "default: bf16 on a bf16-capable GPU, else fp32")
     _add_trust_options(p)
 
