@@ -151,13 +151,17 @@ class OpenVinoRunner:
 def resolve_backend(options: LoadOptions) -> tuple[str, str]:
     """The backend and precision a command runs with. ``auto``: torch on a GPU; on the CPU the
     runtime that measured fastest at the asked precision (``bench/inference_throughput.py``):
-    OpenVINO (ONNX Runtime when it alone is installed), torch when neither is."""
+    OpenVINO (ONNX Runtime when it alone is installed), torch when neither is: the default never
+    asks a user to install something."""
     import importlib.util
 
     name, device = options.backend, resolve_device(options.device)
     if name == "auto":
-        installed = [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b)]
         wanted = options.precision or "fp32"
+        # A runtime counts when it and its converter (and for OpenVINO int8, NNCF) are installed.
+        needs = {"openvino": ["openvino"] + (["nncf"] if wanted == "int8" else []),
+                 "onnxruntime": ["onnxruntime", "onnx", "onnxscript"]}
+        installed = [b for b in ("openvino", "onnxruntime") if all(importlib.util.find_spec(m) for m in needs[b])]
         candidates = [b for b in installed if wanted in BACKEND_PRECISIONS[b]
                       and not (b == "openvino" and wanted == "bf16" and not openvino_has_bf16())]
         if device.type != "cpu" or not candidates:

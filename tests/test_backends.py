@@ -166,9 +166,12 @@ def test_auto_takes_the_fastest_installed_runtime_for_the_precision(monkeypatch)
     bf16 = "openvino" if openvino_has_bf16() else "torch"
     assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="bf16")) == (bf16, "bf16")
     assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("openvino", "int8")
+    monkeypatch.setitem(sys.modules, "nncf", None)  # OpenVINO without NNCF: int8 goes to ONNX Runtime
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("onnxruntime", "int8")
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("onnxruntime", "fp32")
-    assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="int8")) == ("onnxruntime", "int8")
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # ONNX Runtime without torch.onnx's exporter
+    assert resolve_backend(LoadOptions(device="cpu", backend="auto")) == ("torch", "fp32")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert resolve_backend(LoadOptions(device="cpu", backend="auto", precision="bf16")) == ("torch", "bf16")
 
