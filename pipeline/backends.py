@@ -64,9 +64,10 @@ class Engine:
 class TorchRunner:
     backend = "torch"
 
-    def __init__(self, model: Any, precision: str = "fp32"):
-        self.model, self.precision = model, precision
-        self.device = next(model.parameters()).device
+    def __init__(self, model: Any, precision: str | None = None):
+        parameter = next(model.parameters())
+        self.model, self.device = model, parameter.device
+        self.precision = precision or ("bf16" if parameter.dtype == torch.bfloat16 else "fp32")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():

@@ -128,7 +128,8 @@ def create_app(engine: TextClassifier, limits: Limits | None = None, api_key: st
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "labels": engine.label_names, "batches": batcher.batches}
+        return {"status": "ok", "labels": engine.label_names, "batches": batcher.batches,
+                "backend": engine.runner.backend, "precision": engine.runner.precision}
 
     @app.get("/adapters")
     async def adapters() -> dict[str, Any]:
@@ -217,6 +218,6 @@ def serve(engine: TextClassifier, host: str, port: int, api_key: str | None = No
     if not api_key and not is_loopback(host):
         log.warning(f"serving on {host} without an API key: anyone who reaches this address can use the model; "
               f"set --api-key or PIPELINE_API_KEY")
-    log.info(f"serving {len(engine.label_names)} labels on http://{host}:{port} "
-          f"(adapters: {', '.join(engine.adapters) or 'none'})")
+    log.info(f"serving {len(engine.label_names)} labels on http://{host}:{port} with {engine.runner.backend} "
+             f"{engine.runner.precision} (adapters: {', '.join(engine.adapters) or 'none'})")
     uvicorn.run(create_app(engine, api_key=api_key, max_queue=max_queue), host=host, port=port, log_level="warning")

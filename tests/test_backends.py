@@ -192,6 +192,9 @@ def test_serve_on_openvino_answers_like_torch(lora_run, dev_texts, torch_fp32):
 
     with serving(create_app(engine)) as url, ThreadPoolExecutor(4) as pool:  # requests share micro-batches
         answers = [p for batch in pool.map(lambda start: post(url, start), range(0, 64, 8)) for p in batch]
+        with urllib.request.urlopen(f"{url}/health", timeout=60) as response:
+            health = json.loads(response.read())
+    assert (health["backend"], health["precision"]) == ("openvino", "fp32")  # what runs the model, said
     assert [a["label"] for a in answers] == [["negative", "positive"][i] for i in torch_fp32[:64].argmax(-1)]
 
 
