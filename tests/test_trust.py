@@ -9,6 +9,7 @@ import shutil
 import socket
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 
@@ -138,6 +139,7 @@ class SlowEngine:
     """A stand-in engine with the real interface whose batches take ``delay`` seconds."""
     label_names = ["negative", "positive"]
     adapters: list[str] = []
+    runner = types.SimpleNamespace(backend="torch", precision="fp32")  # what /health and the log report
 
     def __init__(self, delay: float):
         self.delay = delay
