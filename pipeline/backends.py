@@ -191,8 +191,9 @@ def load_engine(run_dir: str | Path, model_class: Any, adapters: dict[str, str |
     from pipeline.export import ConversionError, require, runtime_graph
 
     backend, precision = resolve_backend(options)
+    on_torch = ("torch", resolve_precision(options.precision, resolve_device(options.device)))  # auto's fallback
     if backend != "torch" and options.backend == "auto" and _torch_only(run_dir, model_class, adapters, backend):
-        backend, precision = "torch", resolve_precision(options.precision, resolve_device(options.device))
+        backend, precision = on_torch
     if backend != "torch":
         if adapters:
             raise PipelineError(f"--adapter switches LoRA adapters on --backend torch only; run each adapter's "
@@ -206,7 +207,7 @@ def load_engine(run_dir: str | Path, model_class: Any, adapters: dict[str, str |
             from pipeline.log import log
 
             log.warning(f"{exc.failure}; running on torch")
-            backend, precision = "torch", resolve_precision(options.precision, resolve_device(options.device))
+            backend, precision = on_torch
     if backend == "torch":
         from pipeline.first_token import first_token_last_layer
         from pipeline.loading import load_run_model
@@ -226,24 +227,13 @@ def load_engine(run_dir: str | Path, model_class: Any, adapters: dict[str, str |
 def _torch_only(run_dir: str | Path, model_class: Any, adapters: dict[str, str | Path] | None, backend: str) -> bool:
     """Whether ``auto`` keeps a run on torch without trying a runtime: the run has extra adapters,
     virtual tokens (prompt, prefix), is no classifier, or its conversion failed before."""
-    from pipeline.export import EXPORT_FORMAT_FAILED, source_fingerprint
+    from pipeline.export import conversion_failed
     from pipeline.loading import GRAPH_TASKS
 
     if adapters or model_class.__name__ not in GRAPH_TASKS:
         return True
-    if runs.load_run_config(run_dir).method in ("prompt", "prefix"):
-        return True
-    failed = Path(run_dir) / "exports" / EXPORT_FORMAT_FAILED.format(fmt=EXPORT_FORMAT[backend])
-    return failed.exists() and _json(failed).get("source") == source_fingerprint(run_dir)
-
-
-def _json(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    return runs.load_run_config(run_dir).method in ("prompt", "prefix") or \
+        conversion_failed(run_dir, EXPORT_FORMAT[backend])
 
 
 @functools.cache

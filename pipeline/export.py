@@ -155,6 +155,15 @@ def source_fingerprint(run_dir: str | Path) -> dict[str, list[int]]:
             for name in names if (run_dir / name).exists()}
 
 
+def conversion_failed(run_dir: str | Path, fmt: str) -> bool:
+    """Whether converting the run's current weights to ``fmt`` failed before (see ``runtime_graph``)."""
+    failed = Path(run_dir) / "exports" / EXPORT_FORMAT_FAILED.format(fmt=fmt)
+    try:
+        return json.loads(failed.read_text(encoding="utf-8")).get("source") == source_fingerprint(run_dir)
+    except (OSError, ValueError):
+        return False
+
+
 def runtime_graph(run_dir: str | Path, fmt: str, model_class: Any, options: LoadOptions = CPU_FP32) -> Path:
     """A folder holding the run in ``fmt`` for a runtime backend: a conversion cached in
     ``RUN/exports/FMT`` (made again when the run's weights change; in a temporary folder when the run
