@@ -3,7 +3,7 @@
     torch        the run's model in PyTorch: CPU or GPU, fp32, bf16 or int8 (dynamic quantization);
                  the only one that switches several LoRA adapters on one base
     onnxruntime  the run exported to ONNX (``pipeline export --format onnx``), ONNX Runtime's CPU
-                 provider: fp32, or int8 with ONNX Runtime's dynamic quantization
+                 provider: fp32, or int8 matrix multiplies with a scale per token (``onnx_int8``)
     openvino     the run exported to OpenVINO IR, OpenVINO's CPU plugin: fp32; bf16 where the CPU
                  has bf16 units (AMX or AVX512-BF16); int8 weights (NNCF), whose activations the
                  plugin quantizes per group of 32 as it runs
@@ -252,14 +252,15 @@ def _threads() -> int:
 
 
 def _quantized(path: Path) -> Path:
-    """ONNX Runtime's dynamic int8 quantization of the graph's MatMul weights (a scale per output
-    channel: on SST-2 it keeps 97% of fp32's labels where one scale per tensor keeps 93%), made
-    once beside the graph."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """The graph with int8 matrix multiplies, a scale per token and per weight column
+    (``pipeline.onnx_int8``), made once beside the graph."""
+    from pipeline.onnx_int8 import quantize_per_token
 
-    out = path.with_name("model_int8.onnx")
+    out = path.with_name("model_int8_per_token.onnx")
     if not out.exists() or out.stat().st_mtime_ns < path.stat().st_mtime_ns:
-        quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True)
+        staged = out.with_name(f".{out.name}.{os.getpid()}")
+        quantize_per_token(path, staged)
+        os.replace(staged, out)
     return out
 
 

@@ -184,6 +184,10 @@ def test_onnx_runtime_and_openvino_run_other_architectures_like_torch(model_type
         options = LoadOptions(device="cpu", precision="fp32", backend=backend)
         probs = TextClassifier.from_run(run, options=options).probabilities(texts)
         np.testing.assert_allclose(probs, expected, atol=1e-3, err_msg=backend)
+        # int8 rewrites each backend's graph (measured: within 1e-3 of fp32 on these small models)
+        options = LoadOptions(device="cpu", precision="int8", backend=backend)
+        probs = TextClassifier.from_run(run, options=options).probabilities(texts)
+        np.testing.assert_allclose(probs, expected, atol=1e-2, err_msg=f"{backend} int8")
 
 
 def sst2_rows_of(path):

@@ -52,10 +52,11 @@ def all_dev_texts() -> list[str]:
 
 # Share of torch fp32's labels kept on the 872 dev sentences (this short run leaves many of them near
 # 0.5, where a reduced precision flips them), measured: OpenVINO bf16 100%, OpenVINO int8 weights with
-# its dynamic activation quantization 99.2%, ONNX Runtime's dynamic int8 97.5%. Thresholds: the
-# measurement less 0.2 points (two sentences), one point for bf16, two for ONNX Runtime's int8.
+# its per-group activation quantization 99.2%, ONNX Runtime int8 with a scale per token 99.3% (one
+# scale per tensor, ONNX Runtime's own dynamic quantization, kept 97.5%). Thresholds: the measurement
+# less two sentences (0.23 points) for int8, one point for bf16.
 @pytest.mark.parametrize("backend,precision,least", [
-    ("openvino", "bf16", 0.99), ("openvino", "int8", 0.99), ("onnxruntime", "int8", 0.955)])
+    ("openvino", "bf16", 0.99), ("openvino", "int8", 0.99), ("onnxruntime", "int8", 0.99)])
 def test_reduced_precisions_agree_with_torch_fp32(backend, precision, least, lora_run, all_dev_texts):
     if precision == "bf16" and not openvino_has_bf16():
         with pytest.raises(PipelineError, match="needs a CPU with bf16 units"):

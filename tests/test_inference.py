@@ -89,9 +89,10 @@ def test_bf16_and_int8_agree_with_fp32_on_most_texts(lora_run):
 
     texts = read_file(data_root() / "sst2" / "dev.tsv")["sentence"]  # all 872
     fp32 = np.argmax(TextClassifier.from_run(lora_run).probabilities(texts), -1)
-    # Measured on this run's dev set: bf16 flips 2 of 872 decisions (99.77%), int8 50 (94.3%).
-    # Margins: 4 sentences for bf16, 2 points for int8, whose flips depend more on the trained weights.
-    for precision, agreement in (("bf16", 0.993), ("int8", 0.92)):
+    # Measured on this run's dev set: bf16 flips 2 of 872 decisions (99.77%), torch's int8 (one
+    # activation scale per tensor) 43 (95.1%). Margins: 4 sentences for bf16, 2 points for int8,
+    # whose flips depend more on the trained weights.
+    for precision, agreement in (("bf16", 0.993), ("int8", 0.93)):
         other = np.argmax(TextClassifier.from_run(lora_run, options=LoadOptions(precision=precision)).probabilities(texts), -1)
         assert (other == fp32).mean() >= agreement, precision
 
