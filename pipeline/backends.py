@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import numpy as np
-import torch
 
 from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.loading import LoadOptions, resolve_device, resolve_precision
+from pipeline.loading import LoadOptions, device_type, resolve_device, resolve_precision
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8"),
@@ -65,11 +64,15 @@ class TorchRunner:
     backend = "torch"
 
     def __init__(self, model: Any, precision: str | None = None):
+        import torch
+
         parameter = next(model.parameters())
         self.model, self.device = model, parameter.device
         self.precision = precision or ("bf16" if parameter.dtype == torch.bfloat16 else "fp32")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             inputs = {name: torch.from_numpy(array).to(self.device) for name, array in batch.items()}
             return self.model(**inputs).logits.float().cpu().numpy()
@@ -156,7 +159,7 @@ def resolve_backend(options: LoadOptions) -> tuple[str, str]:
     asks a user to install something."""
     import importlib.util
 
-    name, device = options.backend, resolve_device(options.device)
+    name, kind = options.backend, device_type(options.device)
     if name == "auto":
         wanted = options.precision or "fp32"
         # A runtime counts when it and its converter (and for OpenVINO int8, NNCF) are installed.
@@ -165,16 +168,17 @@ def resolve_backend(options: LoadOptions) -> tuple[str, str]:
         installed = [b for b in ("openvino", "onnxruntime") if all(importlib.util.find_spec(m) for m in needs[b])]
         candidates = [b for b in installed if wanted in BACKEND_PRECISIONS[b]
                       and not (b == "openvino" and wanted == "bf16" and not openvino_has_bf16())]
-        if device.type != "cpu" or not candidates:
+        if kind != "cpu" or not candidates:
             name = "torch"
         else:
             name = candidates[0]
     if name not in BACKENDS:
         raise PipelineError(f"--backend {name!r} is unknown; choose one of {', '.join(BACKENDS)} or auto")
     if name == "torch":
-        return name, resolve_precision(options.precision, device)
-    if device.type != "cpu":
-        raise PipelineError(f"--backend {name} runs on the CPU; use --backend torch on {device}")
+        return name, resolve_precision(options.precision, resolve_device(options.device))
+    if kind != "cpu":
+        where = kind if options.device == "auto" else options.device
+        raise PipelineError(f"--backend {name} runs on the CPU; use --backend torch on {where}")
     precision = options.precision or "fp32"
     if precision not in BACKEND_PRECISIONS[name]:
         others = [b for b in BACKENDS if precision in BACKEND_PRECISIONS[b] and b != name]
@@ -183,54 +187,70 @@ def resolve_backend(options: LoadOptions) -> tuple[str, str]:
     return name, precision
 
 
-def load_engine(run_dir: str | Path, model_class: Any, adapters: dict[str, str | Path] | None = None,
+def load_engine(run_dir: str | Path, auto_class: str, adapters: dict[str, str | Path] | None = None,
                 options: LoadOptions = LoadOptions()) -> Engine:
-    """A finished run ready to predict with the backend ``options`` names. Under ``auto`` a run a
-    runtime cannot hold (extra adapters, prompt or prefix tuning, a graph its converter fails on)
-    runs on torch."""
+    """A finished run ready to predict with the backend ``options`` names; ``auto_class`` names the
+    transformers Auto class the run loads with on torch. Under ``auto`` a run a runtime cannot hold
+    (extra adapters, prompt or prefix tuning, a graph its converter fails on) runs on torch. A
+    runtime backend with a converted graph starts without importing torch."""
     from pipeline.export import ConversionError, require, runtime_graph
 
     backend, precision = resolve_backend(options)
-    on_torch = ("torch", resolve_precision(options.precision, resolve_device(options.device)))  # auto's fallback
-    if backend != "torch" and options.backend == "auto" and _torch_only(run_dir, model_class, adapters, backend):
-        backend, precision = on_torch
+    on_torch = functools.partial(resolve_backend, replace(options, backend="torch"))  # auto's fallback
+    if backend != "torch" and options.backend == "auto" and _torch_only(run_dir, auto_class, adapters, backend):
+        backend, precision = on_torch()
     if backend != "torch":
         if adapters:
             raise PipelineError(f"--adapter switches LoRA adapters on --backend torch only; run each adapter's "
                                 f"run folder on its own with --backend {backend}")
         require(backend)  # before converting anything
         try:
-            folder = runtime_graph(run_dir, EXPORT_FORMAT[backend], model_class, options)
+            folder = runtime_graph(run_dir, EXPORT_FORMAT[backend], auto_class, options)
         except ConversionError as exc:
             if options.backend != "auto":
                 raise
             from pipeline.log import log
 
             log.warning(f"{exc.failure}; running on torch")
-            backend, precision = on_torch
+            backend, precision = on_torch()
     if backend == "torch":
         from pipeline.first_token import first_token_last_layer
-        from pipeline.loading import load_run_model
+        from pipeline.loading import auto_model_class, load_run_model
 
-        loaded = load_run_model(run_dir, model_class, adapters, options)
+        loaded = load_run_model(run_dir, auto_model_class(auto_class), adapters, options)
         model = loaded.model if loaded.adapters else first_token_last_layer(loaded.model)
         return Engine(TorchRunner(model, precision), loaded.tokenizer, loaded.label_names,
                       loaded.config.dataset.max_length, loaded.adapters)
-    from pipeline.loading import load_run_tokenizer
-
     config = runs.load_run_config(run_dir)
     runner = (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(folder, precision)
-    tokenizer = load_run_tokenizer(run_dir, options.trust_remote_code)
+    tokenizer = _graph_tokenizer(folder, runner.inputs, options.trust_remote_code)
     return Engine(runner, tokenizer, runs.load_labels(run_dir), config.dataset.max_length, [])
 
 
-def _torch_only(run_dir: str | Path, model_class: Any, adapters: dict[str, str | Path] | None, backend: str) -> bool:
+def _graph_tokenizer(folder: Path, inputs: list[str], trust_remote_code: bool) -> Any:
+    """The tokenizer saved beside a converted graph, giving the graph's inputs. One with a
+    tokenizer.json loads as a plain fast tokenizer: AutoTokenizer would import torch (through
+    transformers' configuration module), most of a runtime backend's start-up. Others (a Japanese
+    BERT's word segmenter) load through AutoTokenizer."""
+    from pipeline.loading import load_run_tokenizer
+
+    if not (folder / "tokenizer.json").exists():
+        return load_run_tokenizer(folder, trust_remote_code)
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), model_input_names=inputs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _torch_only(run_dir: str | Path, auto_class: str, adapters: dict[str, str | Path] | None, backend: str) -> bool:
     """Whether ``auto`` keeps a run on torch without trying a runtime: the run has extra adapters,
     virtual tokens (prompt, prefix), is no classifier, or its conversion failed before."""
     from pipeline.export import conversion_failed
     from pipeline.loading import GRAPH_TASKS
 
-    if adapters or model_class.__name__ not in GRAPH_TASKS:
+    if adapters or auto_class not in GRAPH_TASKS:
         return True
     return runs.load_run_config(run_dir).method in ("prompt", "prefix") or \
         conversion_failed(run_dir, EXPORT_FORMAT[backend])

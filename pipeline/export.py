@@ -22,7 +22,7 @@ from typing import Any
 
 from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.loading import GRAPH_TASKS, LoadOptions, check_graph_task, load_run_model
+from pipeline.loading import GRAPH_TASKS, LoadOptions, auto_model_class, check_graph_task, load_run_model
 
 FORMATS = ("transformers", "onnx", "openvino")
 GRAPH_FILES = {"onnx": "model.onnx", "openvino": "openvino_model.xml"}
@@ -164,20 +164,20 @@ def conversion_failed(run_dir: str | Path, fmt: str) -> bool:
         return False
 
 
-def runtime_graph(run_dir: str | Path, fmt: str, model_class: Any, options: LoadOptions = CPU_FP32) -> Path:
+def runtime_graph(run_dir: str | Path, fmt: str, auto_class: str, options: LoadOptions = CPU_FP32) -> Path:
     """A folder holding the run in ``fmt`` for a runtime backend: a conversion cached in
     ``RUN/exports/FMT`` (made again when the run's weights change; in a temporary folder when the run
     folder is read-only). The conversion is written beside the cache and renamed into place, so
     processes starting together never read half a graph; a failed one is recorded in
     ``RUN/exports/FMT.failed.json`` for ``--backend auto`` to skip."""
     with _CONVERTING:  # tracing a model is not thread-safe: one conversion at a time in a process
-        return _runtime_graph(Path(run_dir), fmt, model_class, options)
+        return _runtime_graph(Path(run_dir), fmt, auto_class, options)
 
 
 _CONVERTING = threading.Lock()
 
 
-def _runtime_graph(run_dir: Path, fmt: str, model_class: Any, options: LoadOptions) -> Path:
+def _runtime_graph(run_dir: Path, fmt: str, auto_class: str, options: LoadOptions) -> Path:
     cache = run_dir / "exports" / fmt
     description = cache / EXPORT_FILE
     if description.exists():
@@ -194,10 +194,10 @@ def _runtime_graph(run_dir: Path, fmt: str, model_class: Any, options: LoadOptio
         from pipeline.log import log
 
         log.warning(f"run folder {run_dir} is read-only: converting to {fmt} for this process only")
-        return export_run(run_dir, Path(tempfile.mkdtemp(prefix=f"pipeline-{fmt}-")) / fmt, model_class, fmt, options)
+        return export_run(run_dir, Path(tempfile.mkdtemp(prefix=f"pipeline-{fmt}-")) / fmt, auto_model_class(auto_class), fmt, options)
     failed = cache.parent / EXPORT_FORMAT_FAILED.format(fmt=fmt)
     try:
-        export_run(run_dir, staging, model_class, fmt, options)
+        export_run(run_dir, staging, auto_model_class(auto_class), fmt, options)
     except PipelineError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, ConversionError):

@@ -43,9 +43,7 @@ class TextClassifier:
                  options: LoadOptions = LoadOptions()) -> "TextClassifier":
         """Load a finished classification run on the backend ``options`` names (see ``backends``);
         ``batch_size`` defaults to 64 texts, four times that on a GPU."""
-        from transformers import AutoModelForSequenceClassification
-
-        engine = load_engine(run_dir, AutoModelForSequenceClassification, adapters, options)
+        engine = load_engine(run_dir, "AutoModelForSequenceClassification", adapters, options)
         return cls(engine.runner, engine.tokenizer, engine.label_names, max_length or engine.max_length,
                    batch_size or engine.batch_size(64), engine.adapters)
 
@@ -230,9 +228,7 @@ class TokenTagger:
     def from_run(cls, run_dir: str | Path, batch_size: int | None = None, max_length: int | None = None,
                  options: LoadOptions = LoadOptions()) -> "TokenTagger":
         """Load a finished token-classification run; ``batch_size`` defaults to 32 sentences (128 on a GPU)."""
-        from transformers import AutoModelForTokenClassification
-
-        engine = load_engine(run_dir, AutoModelForTokenClassification, None, options)
+        engine = load_engine(run_dir, "AutoModelForTokenClassification", None, options)
         return cls(engine.runner, engine.tokenizer, engine.label_names, max_length or engine.max_length,
                    batch_size or engine.batch_size(32), engine.adapters)
 

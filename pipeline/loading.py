@@ -6,18 +6,20 @@ A run folder is data: whether code may run from it (``trust_remote_code``) or pi
 """
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from pipeline import runs
 from pipeline.errors import PipelineError
 from pipeline.models import load_pretrained, load_tokenizer, resolve_model
-from pipeline.setfit import SentenceClassifier, is_setfit_run
+
+if TYPE_CHECKING:  # torch is imported where a model runs: the runtime backends start without it
+    import torch
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # What the ONNX and OpenVINO formats and backends hold: a classifier's logits.
@@ -37,8 +39,30 @@ class LoadOptions:
     allow_pickle: bool = False
 
 
+def device_type(name: str = "auto") -> str:
+    """What ``resolve_device(name).type`` is, without importing torch (most of a runtime backend's
+    start-up) where torch cannot see a GPU: a CPU-only build on Linux or Windows."""
+    if name == "cpu" or (name == "auto" and not _gpu_build()):
+        return "cpu"
+    return resolve_device(name).type
+
+
+def _gpu_build() -> bool:
+    """Whether the installed torch could see a GPU: built for CUDA, ROCm or XPU (read from its
+    version file), or on macOS (MPS)."""
+    spec = importlib.util.find_spec("torch")
+    if "torch" in sys.modules or sys.platform == "darwin" or spec is None or spec.origin is None:
+        return True
+    version = Path(spec.origin).with_name("version.py")
+    if not version.exists():
+        return True
+    return re.search(r"^(cuda|hip|xpu)\b[^=]*=\s*['\"]", version.read_text(), re.MULTILINE) is not None
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` takes a CUDA GPU, else Apple's MPS, else the CPU; a named device must exist."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -56,6 +80,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def auto_model_class(name: str) -> Any:
+    """transformers' Auto class of that name (``AutoModelForSequenceClassification``); importing
+    one imports torch."""
+    import transformers
+
+    return getattr(transformers, name)
+
+
 def check_graph_task(model_class: Any, what: str) -> None:
     """The runtime formats and backends hold classifiers; stop with one line for other runs."""
     if model_class.__name__ not in GRAPH_TASKS:
@@ -65,7 +97,11 @@ def check_graph_task(model_class: Any, what: str) -> None:
 
 def resolve_precision(precision: str | None, device: torch.device) -> str:
     if precision is None:
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if precision not in PRECISIONS:
         raise PipelineError(f"precision {precision!r} is unknown; choose one of {', '.join(PRECISIONS)}")
     if precision == "int8" and device.type != "cpu":
@@ -91,6 +127,8 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     is then called ``default``. With no extra adapters a LoRA adapter is merged into the base,
     which gives the same predictions at plain-model speed.
     """
+    from pipeline.setfit import SentenceClassifier, is_setfit_run
+
     run_dir = Path(run_dir)
     if options.backend not in ("torch", "auto"):  # classifiers reach the runtimes through backends.load_engine
         check_graph_task(auto_class, f"--backend {options.backend}")

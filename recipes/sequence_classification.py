@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+from transformers import DataCollatorWithPadding
 
 from pipeline import runs
 from pipeline.augment import augment_split
@@ -54,7 +54,7 @@ class SequenceClassification(Recipe):
                                 f"set dataset.max_length={model_limit} or less")
         encoded = tokenize(splits.filter(lambda row: row["label"] >= 0), tokenizer, max_length)
         log.info(length_report(encoded["train"], max_length))
-        model = load_pretrained(AutoModelForSequenceClassification, config.model, config.trust_remote_code,
+        model = load_pretrained(self.model_class(config), config.model, config.trust_remote_code,
                                 config.allow_pickle, **label_kwargs(label_names))
         if tokenizer.pad_token is None:  # decoders (Llama, GPT-2) ship without one
             tokenizer.pad_token = tokenizer.eos_token

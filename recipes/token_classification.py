@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+from transformers import DataCollatorForTokenClassification
 
 from pipeline import runs
 from pipeline.data import load_token_classification, run_split, split_summary
@@ -57,7 +57,7 @@ class TokenClassification(Recipe):
             if cut:
                 log.info(f"data: {cut} {name} sentence(s) longer than max_length {config.dataset.max_length} tokens "
                       f"were truncated; their last words are not trained on and are tagged O at evaluation")
-        model = load_pretrained(AutoModelForTokenClassification, config.model, config.trust_remote_code,
+        model = load_pretrained(self.model_class(config), config.model, config.trust_remote_code,
                                 config.allow_pickle, **label_kwargs(label_names))
         return Task(model=model, tokenizer=tokenizer, train_dataset=encoded["train"],
                     eval_dataset=encoded["validation"], collator=DataCollatorForTokenClassification(tokenizer),

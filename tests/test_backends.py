@@ -135,6 +135,29 @@ def test_an_export_runs_with_only_its_runtime_and_the_tokenizer(fmt, lora_run, d
     assert np.abs(np.array(result["probabilities"]) - torch_fp32[:40]).max() < 1e-3
 
 
+STARTS_WITHOUT_TORCH = """
+import sys
+from pipeline.cli import main
+code = main(["predict", sys.argv[1], "--text", "A fine film."])
+print(code, "torch" in sys.modules)
+"""
+
+
+def test_predict_on_a_runtime_starts_without_torch(lora_run, dev_texts, capsys):
+    """`predict` without flags runs OpenVINO, and on a converted run pays only for the runtime and the
+    tokenizer: importing torch took two thirds of its start-up (bench/RESULTS.md)."""
+    import torch
+
+    if torch.version.cuda or torch.version.hip:
+        pytest.skip("a GPU build of torch: auto imports torch to look for a GPU")
+    assert run_cli("predict", lora_run, "--text", "A fine film.", "--backend", "openvino") == 0  # converted
+    expected = capsys.readouterr().out
+    done = subprocess.run([sys.executable, "-c", STARTS_WITHOUT_TORCH, str(lora_run)], capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).parents[1])
+    *printed, status = done.stdout.strip().splitlines()
+    assert printed == expected.strip().splitlines() and status == "0 False"
+
+
 def test_export_refuses_a_folder_in_use(lora_run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert run_cli("export", lora_run, tmp_path, "--format", "onnx") == 2
