@@ -278,9 +278,12 @@ def _quantized(path: Path) -> Path:
 
     out = path.with_name("model_int8_per_token.onnx")
     if not out.exists() or out.stat().st_mtime_ns < path.stat().st_mtime_ns:
-        staged = out.with_name(f".{out.name}.{os.getpid()}")
-        quantize_per_token(path, staged)
-        os.replace(staged, out)
+        staged = out.with_name(f".{out.name}.{os.getpid()}")  # renamed into place: never read half-written
+        try:
+            quantize_per_token(path, staged)
+            os.replace(staged, out)
+        finally:
+            staged.unlink(missing_ok=True)
     return out
 
 
