@@ -274,8 +274,10 @@ def _threads() -> int:
 def _quantized(path: Path) -> Path:
     """The graph with int8 matrix multiplies, a scale per token and per weight column
     (``pipeline.onnx_int8``), made once beside the graph."""
+    from pipeline.export import require
     from pipeline.onnx_int8 import quantize_per_token
 
+    require("onnx")  # the graph rewrite's library, in the same extra as the runtime
     out = path.with_name("model_int8_per_token.onnx")
     if not out.exists() or out.stat().st_mtime_ns < path.stat().st_mtime_ns:
         staged = out.with_name(f".{out.name}.{os.getpid()}")  # renamed into place: never read half-written

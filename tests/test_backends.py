@@ -222,11 +222,16 @@ def test_serve_on_openvino_answers_like_torch(lora_run, dev_texts, torch_fp32):
     assert [a["label"] for a in answers] == [["negative", "positive"][i] for i in torch_fp32[:64].argmax(-1)]
 
 
-def test_openvino_int8_without_nncf_names_the_install_command(lora_run, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "nncf", None)
-    (lora_run / "exports" / "openvino" / "openvino_model_int8.xml").unlink(missing_ok=True)
-    assert run_cli("predict", lora_run, "--text", "A fine film.", "--backend", "openvino", "--precision", "int8") == 2
-    assert capsys.readouterr().err.strip() == "error: nncf is not installed; run: pip install 'finetune-pipeline[openvino]'"
+@pytest.mark.parametrize("backend,graph,library,extra", [
+    ("openvino", "openvino/openvino_model_int8.xml", "nncf", "openvino"),
+    ("onnxruntime", "onnx/model_int8_per_token.onnx", "onnx", "onnx")])
+def test_int8_without_its_quantizing_library_names_the_install_command(backend, graph, library, extra, lora_run,
+                                                                        monkeypatch, capsys):
+    probabilities(lora_run, ["A fine film."], backend)  # the fp32 conversion exists; its int8 is made next
+    monkeypatch.setitem(sys.modules, library, None)
+    (lora_run / "exports" / graph).unlink(missing_ok=True)
+    assert run_cli("predict", lora_run, "--text", "A fine film.", "--backend", backend, "--precision", "int8") == 2
+    assert capsys.readouterr().err.strip() == f"error: {library} is not installed; run: pip install 'finetune-pipeline[{extra}]'"
 
 
 def test_commands_run_on_the_fastest_installed_runtime_by_default(lora_run, dev_texts, torch_fp32, tmp_path, capsys):
