@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline import runs
 from pipeline.errors import PipelineError
-from pipeline.loading import LoadOptions, device_type, resolve_device, resolve_precision
+from pipeline.loading import LoadOptions, device_type, load_run_tokenizer, resolve_device, resolve_precision
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8"),
@@ -223,25 +223,8 @@ def load_engine(run_dir: str | Path, auto_class: str, adapters: dict[str, str | 
                       loaded.config.dataset.max_length, loaded.adapters)
     config = runs.load_run_config(run_dir)
     runner = (OnnxRuntimeRunner if backend == "onnxruntime" else OpenVinoRunner)(folder, precision)
-    tokenizer = _graph_tokenizer(folder, runner.inputs, options.trust_remote_code)
+    tokenizer = load_run_tokenizer(folder, options.trust_remote_code, runner.inputs)  # the one saved beside the graph
     return Engine(runner, tokenizer, runs.load_labels(run_dir), config.dataset.max_length, [])
-
-
-def _graph_tokenizer(folder: Path, inputs: list[str], trust_remote_code: bool) -> Any:
-    """The tokenizer saved beside a converted graph, giving the graph's inputs. One with a
-    tokenizer.json loads as a plain fast tokenizer: AutoTokenizer would import torch (through
-    transformers' configuration module), most of a runtime backend's start-up. Others (a Japanese
-    BERT's word segmenter) load through AutoTokenizer."""
-    from pipeline.loading import load_run_tokenizer
-
-    if not (folder / "tokenizer.json").exists():
-        return load_run_tokenizer(folder, trust_remote_code)
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder), model_input_names=inputs)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def _torch_only(run_dir: str | Path, auto_class: str, adapters: dict[str, str | Path] | None, backend: str) -> bool:

@@ -50,8 +50,10 @@ def device_type(name: str = "auto") -> str:
 def _gpu_build() -> bool:
     """Whether the installed torch could see a GPU: built for CUDA, ROCm or XPU (read from its
     version file), or on macOS (MPS)."""
+    if "torch" in sys.modules or sys.platform == "darwin":
+        return True
     spec = importlib.util.find_spec("torch")
-    if "torch" in sys.modules or sys.platform == "darwin" or spec is None or spec.origin is None:
+    if spec is None or spec.origin is None:
         return True
     version = Path(spec.origin).with_name("version.py")
     if not version.exists():
@@ -167,9 +169,18 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     return LoadedRun(place(model, options), tokenizer, label_names, config, names)
 
 
-def load_run_tokenizer(run_dir: str | Path, trust_remote_code: bool = False) -> Any:
-    """The run's tokenizer, with a padding token (a decoder's end-of-text token if it has none)."""
-    tokenizer = load_tokenizer(str(run_dir), trust_remote_code)
+def load_run_tokenizer(run_dir: str | Path, trust_remote_code: bool = False, inputs: list[str] | None = None) -> Any:
+    """The run's tokenizer, with a padding token (a decoder's end-of-text token if it has none).
+    Given ``inputs`` (a converted graph's input names), a folder with a tokenizer.json loads as a
+    plain fast tokenizer giving those inputs: AutoTokenizer would import torch (through transformers'
+    configuration module), most of a runtime backend's start-up. Others (a Japanese BERT's word
+    segmenter) load through AutoTokenizer."""
+    if inputs is not None and (Path(run_dir) / "tokenizer.json").exists():
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(run_dir), model_input_names=inputs)
+    else:
+        tokenizer = load_tokenizer(str(run_dir), trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -27,10 +27,9 @@ TINY_SCALE = 1e-8  # an all-zero row quantizes to zeros instead of dividing by z
 LARGE_GRAPH_BYTES = 1.8e9  # protobuf's limit is 2 GB: weights beside the graph above this
 
 
-def quantize_per_token(source: Path, target: Path) -> int:
-    """Write ``source``'s graph with its weight matrix multiplies in int8 to ``target``; returns how
-    many matrix multiplies were converted. Needs opset 18 or later (reductions take their axes as an
-    input), which ``pipeline export`` writes."""
+def quantize_per_token(source: Path, target: Path) -> None:
+    """Write ``source``'s graph with its weight matrix multiplies in int8 to ``target``. Needs opset
+    18 or later (reductions take their axes as an input), which ``pipeline export`` writes."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -114,4 +113,3 @@ def quantize_per_token(source: Path, target: Path) -> int:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     large = sum(init.ByteSize() for init in kept) > LARGE_GRAPH_BYTES
     onnx.save(model, str(target), save_as_external_data=large, location=target.name + ".data" if large else None)
-    return converted

@@ -67,9 +67,9 @@ class Recipe:
 
     def model_class(self, config: Any) -> Any:
         """The transformers class that loads this recipe's model for ``config``."""
-        import transformers
+        from pipeline.loading import auto_model_class
 
-        return getattr(transformers, self.auto_class)
+        return auto_model_class(self.auto_class)
 
     def require(self, command: str) -> None:
         """Refuse, in one line, a command that does not apply to this recipe's runs."""
