@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 TINY_SCALE = 1e-8  # an all-zero row quantizes to zeros instead of dividing by zero
 LARGE_GRAPH_BYTES = 1.8e9  # protobuf's limit is 2 GB: weights beside the graph above this
 
@@ -37,7 +39,8 @@ def quantize_per_token(source: Path, target: Path) -> None:
     graph = model.graph
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if opset < 18:
-        raise ValueError(f"{source} uses opset {opset}; per-token int8 needs opset 18 or later")
+        raise PipelineError(f"{source} uses ONNX opset {opset}; int8 needs opset 18 or later: delete "
+                            f"{source.parent} and run the command again to convert the run anew")
     weights = {init.name: init for init in graph.initializer}
     added: list[onnx.TensorProto] = []
 
