@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 def child(kind: str, run: str, tasks: int) -> None:
     """Load the models, predict once with each, report the peak RSS in MiB."""
     from pipeline.log import use_terminal
-    from pipeline.inference import TextClassifier
+    from pipeline.inference.engines import TextClassifier
 
     use_terminal()
     text = ["A true cinematic achievement!"]
@@ -54,9 +54,9 @@ def main() -> None:
     if args.child:
         return child(args.child, args.run, args.tasks)
     from pipeline.log import use_terminal
-    from pipeline.config import load_config
+    from pipeline.config.loader import load_config
     from pipeline.registry import get_recipe
-    from pipeline.training import train
+    from pipeline.training.trainer import train
 
     use_terminal()
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,11 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline.log import use_terminal  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.inference import TextClassifier, TokenTagger  # noqa: E402
-from pipeline.loading import LoadOptions  # noqa: E402
+from pipeline.config.loader import load_config  # noqa: E402
+from pipeline.inference.engines import TextClassifier, TokenTagger  # noqa: E402
+from pipeline.runs.loading import LoadOptions  # noqa: E402
 from pipeline.registry import get_recipe  # noqa: E402
-from pipeline.training import train  # noqa: E402
+from pipeline.training.trainer import train  # noqa: E402
 
 
 def train_run(name: str, overrides: list[str]) -> Path:
@@ -55,7 +55,7 @@ def check_predict(run: Path, texts: list[str]) -> dict:
 def check_serve(run: Path, texts: list[str], requests: int = 64) -> dict:
     import uvicorn
 
-    from pipeline.serve import create_app
+    from pipeline.inference.serve import create_app
 
     engine = TextClassifier.from_run(run)
     with socket.socket() as s:
@@ -94,8 +94,8 @@ def main() -> None:
         sys.exit("no CUDA GPU here; run this on a GPU machine")
     use_terminal()
     print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    from pipeline.data import load_text_classification
-    from pipeline.models import load_tokenizer
+    from pipeline.data.tasks import load_text_classification
+    from pipeline.models.pretrained import load_tokenizer
 
     data_config = load_config(ROOT / "recipes/configs/sst2_full.yaml", [f"dataset.max_train_samples={args.rows}"])
     data = load_text_classification(data_config.dataset, data_config.seed)

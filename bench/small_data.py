@@ -59,10 +59,10 @@ def peer(size: int, seed: int) -> dict[str, float]:
     import numpy as np
     import setfit
 
-    from pipeline.cli import resolve_config_path
-    from pipeline.config import load_config
-    from pipeline.data import load_text_classification
-    from pipeline.models import resolve_model
+    from pipeline.config.loader import resolve_config_path
+    from pipeline.config.loader import load_config
+    from pipeline.data.tasks import load_text_classification
+    from pipeline.models.pretrained import resolve_model
 
     config = load_config(resolve_config_path("sst2_setfit"), [f"dataset.samples_per_label={size // 2}", f"seed={seed}"])
     data = load_text_classification(config.dataset, seed)

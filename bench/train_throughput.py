@@ -34,10 +34,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.machine import gemm_peak, machine  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.data import load_text_classification  # noqa: E402
+from pipeline.config.loader import load_config  # noqa: E402
+from pipeline.data.tasks import load_text_classification  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
-from pipeline.models import resolve_model  # noqa: E402
+from pipeline.models.pretrained import resolve_model  # noqa: E402
 
 LEARNING_RATE = {"full": "5e-5", "lora": "1e-3"}
 
@@ -81,7 +81,7 @@ def seed_style(rows: int, seed: int, workdir: Path) -> dict:
 
 def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path) -> dict:
     from pipeline.registry import get_recipe
-    from pipeline.training import train
+    from pipeline.training.trainer import train
 
     name = f"{method}{'-bf16' if bf16 else ''}"
     config = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [

@@ -200,84 +200,59 @@ def _add_trust_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_options(args: argparse.Namespace) -> Any:
-    """How the command loads a run: its --device, --precision and trust flags (export and push: the CPU, fp32)."""
-    from pipeline.loading import LoadOptions
+    """How the command loads a run: its --device, --precision, --backend and trust flags (export and
+    push: the CPU, fp32, torch)."""
+    from pipeline.api import load_options as options
 
-    return LoadOptions(device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", "fp32"),
-                       backend=getattr(args, "backend", "torch"), trust_remote_code=args.trust_remote_code,
-                       allow_pickle=args.allow_pickle)
-
-
-def run_recipe(run: str, command: str) -> Any:
-    """The recipe of a finished run, after checking that it supports ``command``."""
-    from pipeline import runs
-    from pipeline.registry import get_recipe
-
-    recipe = get_recipe(runs.load_run_config(run).recipe)
-    recipe.require(command)
-    return recipe
+    return options(device=getattr(args, "device", "cpu"), precision=getattr(args, "precision", "fp32"),
+                   backend=getattr(args, "backend", "torch"), trust_remote_code=args.trust_remote_code,
+                   allow_pickle=args.allow_pickle)
 
 
-def load_engine(args: argparse.Namespace, command: str) -> Any:
-    from pipeline.inference import TextClassifier
+def load_options_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"device": args.device, "backend": args.backend, "precision": args.precision,
+            "trust_remote_code": args.trust_remote_code, "allow_pickle": args.allow_pickle}
+
+
+def load_model(args: argparse.Namespace, command: str) -> Any:
+    """The run loaded through the API, after checking that its recipe supports ``command``."""
+    from pipeline.api import load, run_recipe
 
     run_recipe(args.run, command)
     adapters = {}
-    for item in args.adapter:
+    for item in getattr(args, "adapter", []):
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise PipelineError(f"--adapter {item!r} is not NAME=RUN_DIR")
         adapters[name] = path
-    check_batch_size(args)
-    return TextClassifier.from_run(args.run, batch_size=args.batch_size, max_length=args.max_length,
-                                   adapters=adapters, options=load_options(args))
-
-
-def check_batch_size(args: argparse.Namespace) -> None:
-    if args.batch_size is not None and args.batch_size <= 0:
-        raise PipelineError(f"--batch-size must be positive, got {args.batch_size}")
-
-
-def resolve_config_path(name: str) -> Path:
-    """A path as given, else a shipped config by name (``sst2_lora`` -> recipes/configs/sst2_lora.yaml)."""
-    path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
-        return path
-    from pipeline.registry import config_dir
-
-    return config_dir() / f"{name}.yaml"
+    return load(args.run, adapters=adapters, batch_size=args.batch_size, max_length=getattr(args, "max_length", None),
+                **load_options_kwargs(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.registry import get_recipe
-    from pipeline.training import train
+    from pipeline.api import train
 
-    overrides = args.overrides + (["allow_pickle=true"] if args.allow_pickle else [])
-    config = load_config(resolve_config_path(args.config), overrides)
     if int(os.environ.get("RANK", "0")) != 0:  # distributed: only the main process prints progress
         sys.stdout = open(os.devnull, "w")
-    if args.resume and args.overwrite:
-        raise PipelineError("--resume and --overwrite contradict each other; choose one")
-    train(config, get_recipe(config.recipe), overwrite=args.overwrite, resume=args.resume)
+    train(args.config, args.overrides, overwrite=args.overwrite, resume=args.resume, allow_pickle=args.allow_pickle)
     return 0
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
+    from pipeline.api import load_config
+    from pipeline.planning.tune import tune
     from pipeline.registry import get_recipe
-    from pipeline.tune import tune
 
-    config = load_config(resolve_config_path(args.config), args.overrides)
+    config = load_config(args.config, args.overrides)
     tune(config, get_recipe(config.recipe), args.trials, args.timeout,
          Path(args.output) if args.output else None, overwrite=args.overwrite)
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    check_batch_size(args)
-    run_recipe(args.run, "evaluate").evaluate_run(Path(args.run), args.split, batch_size=args.batch_size,
-                                                  options=load_options(args))
+    from pipeline.api import evaluate
+
+    evaluate(args.run, args.split, batch_size=args.batch_size, **load_options_kwargs(args))
     return 0
 
 
@@ -285,7 +260,7 @@ def input_texts(args: argparse.Namespace, what: str) -> Iterator[str]:
     """The --text or --file texts; a bad or empty file fails before a model loads or output is created."""
     import itertools
 
-    from pipeline.readers import iter_texts
+    from pipeline.data.readers import iter_texts
 
     if not args.text and not args.file:
         raise PipelineError(f"no texts to {what}; give --text TEXT (repeatable) or --file FILE")
@@ -297,14 +272,14 @@ def input_texts(args: argparse.Namespace, what: str) -> Iterator[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.inference import PredictionWriter, open_output, output_format, predict_stream
+    from pipeline.inference.engines import PredictionWriter, open_output, output_format, predict_stream
 
     if args.top_k is not None and args.top_k <= 0:
         raise PipelineError(f"--top-k must be positive, got {args.top_k}")
     output = Path(args.output) if args.output else None
     fmt = output_format(output, args.json)
     texts = input_texts(args, "predict")
-    engine = load_engine(args, "predict")
+    engine = load_model(args, "predict").engine
     with open_output(output) as out:
         count = predict_stream(engine, texts, PredictionWriter(out, fmt, args.top_k),
                                top_k=args.top_k, adapter=args.use, progress=bool(args.file))
@@ -316,14 +291,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_ner(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.inference import TokenTagger, chunks
+    from pipeline.api import run_recipe
+    from pipeline.inference.engines import chunks
 
-    run_recipe(args.run, "ner")
-    check_batch_size(args)
+    run_recipe(args.run, "ner")  # a run of another task fails before its texts are read
     texts = input_texts(args, "tag")
-    tagger = TokenTagger.from_run(args.run, batch_size=args.batch_size, options=load_options(args))
+    model = load_model(args, "ner")
     for chunk in chunks(texts, 1024):
-        for text, entities in zip(chunk, tagger.entities(chunk)):
+        for text, entities in zip(chunk, model(chunk)):
             if args.json:
                 print(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
             else:
@@ -333,21 +308,22 @@ def cmd_ner(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pipeline.serve import serve
+    from pipeline.inference.serve import serve
 
     api_key = args.api_key or os.environ.get("PIPELINE_API_KEY") or None
-    serve(load_engine(args, "serve"), args.host, args.port, api_key=api_key, max_queue=args.max_queue)
+    serve(load_model(args, "serve").engine, args.host, args.port, api_key=api_key, max_queue=args.max_queue)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pipeline import runs
-    from pipeline.export import export_run
+    from pipeline.api import run_recipe
+    from pipeline.runs import run_folder
+    from pipeline.runs.export import export_run
 
     recipe = run_recipe(args.run, "export")
-    if args.format == "transformers" and runs.is_adapter_run(args.run) and not args.merge:
+    if args.format == "transformers" and run_folder.is_adapter_run(args.run) and not args.merge:
         raise PipelineError(f"{args.run} holds an adapter, not a model; pass --merge to fold it into its base")
-    model_class = recipe.model_class(runs.load_run_config(args.run))
+    model_class = recipe.model_class(run_folder.load_run_config(args.run))
     out = export_run(args.run, args.out, model_class, args.format, load_options(args))
     loads_with = {"transformers": f"{model_class.__name__}.from_pretrained",
                   "onnx": "onnxruntime.InferenceSession(model.onnx)",
@@ -357,7 +333,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from pipeline.hub import push
+    from pipeline.api import run_recipe
+    from pipeline.runs.hub import push
 
     push(args.run, args.repo_id, run_recipe(args.run, "push"), private=args.private, merged=args.merged,
          dry_run=args.dry_run, options=load_options(args))
@@ -365,7 +342,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipeline.compare import compare
+    from pipeline.planning.compare import compare
+
+    from pipeline.config.loader import resolve_config_path
 
     config = resolve_config_path(args.config)
     out = args.output_dir or f"runs/compare_{config.stem}"
@@ -375,7 +354,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    from pipeline.planning import advise, format_advice, parse_memory
+    from pipeline.planning.advise import advise, format_advice, parse_memory
 
     memory = parse_memory(args.gpu_memory)
     advice = advise(args.model, args.train_size, memory, args.tasks, args.seq_len, args.batch_size)
@@ -384,7 +363,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
 
 
 def cmd_lora_params(args: argparse.Namespace) -> int:
-    from pipeline.planning import format_lora_count, lora_count
+    from pipeline.planning.advise import format_lora_count, lora_count
 
     targets = None if args.targets is None else [t.strip() for t in args.targets.split(",") if t.strip()]
     print(format_lora_count(lora_count(args.model, args.r, targets), args.model))
@@ -394,7 +373,7 @@ def cmd_lora_params(args: argparse.Namespace) -> int:
 def cmd_fill_mask(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.lm_tools import fill_mask
+    from pipeline.inference.lm_tools import fill_mask
 
     results = fill_mask(args.model, args.text, args.top_k, load_options(args))
     if args.json:
@@ -406,7 +385,7 @@ def cmd_fill_mask(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pipeline.lm_tools import generate
+    from pipeline.inference.lm_tools import generate
 
     texts = generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p,
                      args.num_return_sequences, args.seed, load_options(args))
@@ -416,14 +395,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pipeline.lm_tools import inspect
+    from pipeline.inference.lm_tools import inspect
 
     print(inspect(args.model, args.text))
     return 0
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from pipeline.registry import listing
-
-    print("\n".join(listing()))
+    print("\n".join(recipe_listing()))
     return 0
+
+
+def recipe_listing() -> list[str]:
+    """``pipeline recipes``: each recipe with the commands its runs support, then each shipped config."""
+    import yaml
+
+    from pipeline.recipe import COMMANDS
+    from pipeline.registry import config_dir, get_recipe, recipe_names
+
+    lines = []
+    for name in recipe_names():
+        recipe = get_recipe(name)
+        commands = ", ".join(c for c in COMMANDS if c in recipe.commands)
+        lines.append(f"recipe  {name:28s} {recipe.summary} (commands: {commands})")
+    configs = config_dir()
+    for path in sorted(configs.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text()) or {}
+        data_name = (data.get("dataset") or {}).get("name", "files")
+        lines.append(f"config  {path.stem:28s} {data.get('recipe')}, {data.get('model', 'minilm')}, "
+                     f"{data.get('method', 'lora')}, {data_name}  ({path.relative_to(configs.parent.parent)})")
+    return lines

@@ -2,8 +2,10 @@
 
 A recipe says *what* a task is: which transformers auto class holds its model, which peft task type
 wraps it, which validation metric picks the best checkpoint, how to build the model and data for a
-run, how to score a finished run, and which commands make sense for its runs. This module is a
-leaf: it imports nothing from the CLI or the training loop, so every layer can depend on it.
+run, how to score a finished run, and which commands make sense for its runs. It sits below
+training, inference and the run folder, which receive a recipe object; it imports only models (the
+Auto class lookup) and errors. Recipes themselves (``recipes/``) are reached through
+``pipeline.registry`` alone.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from pipeline.errors import PipelineError
+from pipeline.models.pretrained import auto_model_class
 
 # Every command that takes a run folder or a recipe config, in the order the README's table lists them.
 COMMANDS = ("train", "evaluate", "compare", "tune", "predict", "serve", "ner", "fill-mask", "generate", "inspect", "export",
@@ -67,8 +70,6 @@ class Recipe:
 
     def model_class(self, config: Any) -> Any:
         """The transformers class that loads this recipe's model for ``config``."""
-        from pipeline.loading import auto_model_class
-
         return auto_model_class(self.auto_class)
 
     def require(self, command: str) -> None:

@@ -16,15 +16,15 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, default_data_collator
 
-from pipeline import runs
-from pipeline.data import load_text_corpus
+from pipeline.runs import run_folder
+from pipeline.data.tasks import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.loading import LoadOptions, load_run_model
-from pipeline.schema import RunConfig
-from pipeline.language_modeling import (group_into_blocks, lm_metrics, lm_scores, record_lm_scores, require_blocks,
+from pipeline.runs.loading import LoadOptions, load_run_model
+from pipeline.config.schema import RunConfig
+from pipeline.data.language_modeling import (group_into_blocks, lm_metrics, lm_scores, require_blocks,
                                         scores_from_logits)
 from pipeline.log import log
-from pipeline.models import load_pretrained, load_tokenizer
+from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
 
 END_OF_TEXT = "<|endoftext|>"
@@ -70,14 +70,14 @@ class CausalLM(Recipe):
 
     def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
-        config = runs.load_run_config(run_dir)
+        config = run_folder.load_run_config(run_dir)
         if split != "validation":
             raise PipelineError(f"causal_lm runs hold out a validation split only, not {split!r}; use --split validation")
         loaded = load_run_model(run_dir, AutoModelForCausalLM, options=options)
         corpus = load_text_corpus(config.dataset, config.seed)
         blocks = examples(config, corpus, loaded.tokenizer, loaded.model.config)
         scores = lm_scores(loaded.model, blocks["validation"], default_data_collator, causal=True, batch_size=batch_size or 32)
-        return record_lm_scores(scores, Path(run_dir), split)
+        return run_folder.record_scores(run_dir, split, scores)
 
 
 def examples(config: RunConfig, corpus: Any, tokenizer: Any, model_config: Any) -> Any:

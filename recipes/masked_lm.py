@@ -18,15 +18,15 @@ from typing import Any
 
 from transformers import AutoModelForMaskedLM, BertForPreTraining
 
-from pipeline import runs
-from pipeline.data import load_text_corpus
+from pipeline.runs import run_folder
+from pipeline.data.tasks import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.loading import LoadOptions, load_run_model
-from pipeline.schema import RunConfig
-from pipeline.language_modeling import (MaskingCollator, group_into_blocks, lm_metrics, lm_scores, next_sentence_pairs,
-                                        premask, record_lm_scores, require_blocks, scores_from_logits)
+from pipeline.runs.loading import LoadOptions, load_run_model
+from pipeline.config.schema import RunConfig
+from pipeline.data.language_modeling import (MaskingCollator, group_into_blocks, lm_metrics, lm_scores, next_sentence_pairs,
+                                        premask, require_blocks, scores_from_logits)
 from pipeline.log import log
-from pipeline.models import load_pretrained, load_tokenizer
+from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
 
 class MaskedLM(Recipe):
@@ -71,13 +71,13 @@ class MaskedLM(Recipe):
 
     def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
-        config = runs.load_run_config(run_dir)
+        config = run_folder.load_run_config(run_dir)
         if split != "validation":
             raise PipelineError(f"masked_lm runs hold out a validation split only, not {split!r}; use --split validation")
         loaded = load_run_model(run_dir, self.model_class(config), options=options)
         _, validation, collator = examples(config, load_text_corpus(config.dataset, config.seed), loaded.tokenizer)
-        return record_lm_scores(lm_scores(loaded.model, validation, collator, causal=False, batch_size=batch_size or 32),
-                                Path(run_dir), split)
+        scores = lm_scores(loaded.model, validation, collator, causal=False, batch_size=batch_size or 32)
+        return run_folder.record_scores(run_dir, split, scores)
 
 
 def block_size(config: RunConfig, tokenizer: Any) -> int:

@@ -15,17 +15,17 @@ from typing import Any
 import numpy as np
 from transformers import DataCollatorWithPadding
 
-from pipeline import runs
-from pipeline.augment import augment_split
-from pipeline.data import load_text_classification, run_split, split_summary
+from pipeline.runs import run_folder
+from pipeline.data.augment import augment_split
+from pipeline.data.tasks import load_text_classification, run_split, split_summary
 from pipeline.errors import PipelineError
-from pipeline.inference import TextClassifier
-from pipeline.loading import LoadOptions, label_kwargs
+from pipeline.inference.engines import TextClassifier
+from pipeline.runs.loading import LoadOptions, label_kwargs
 from pipeline.log import log
-from pipeline.metrics import classification_metrics, confusion, confusion_text, plot_confusion
-from pipeline.models import load_pretrained, load_tokenizer
+from pipeline.metrics.scores import classification_metrics, confusion, confusion_text, plot_confusion
+from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
-from pipeline.schema import RunConfig
+from pipeline.config.schema import RunConfig
 
 
 class SequenceClassification(Recipe):
@@ -68,7 +68,7 @@ class SequenceClassification(Recipe):
 
     def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
-        config = runs.load_run_config(run_dir)
+        config = run_folder.load_run_config(run_dir)
         classifier = TextClassifier.from_run(run_dir, batch_size=batch_size, options=options)
         rows, label_names = run_split(config, split, load_text_classification)
         if min(rows["label"]) < 0:
@@ -114,12 +114,12 @@ def record_scores(classifier: TextClassifier, rows: Any, run_dir: Path, split_na
     labels = np.asarray(rows["label"])
     metrics = classification_metrics(labels, predictions, label_names)
     matrix = confusion(labels, predictions, len(label_names))
-    runs.save_metrics(run_dir, {split_name: {**metrics, "rows": len(labels), "confusion_matrix": matrix}})
+    run_folder.save_metrics(run_dir, {split_name: {**metrics, "rows": len(labels), "confusion_matrix": matrix}})
     stem = "confusion_matrix" + ("" if split_name == "validation" else f"_{split_name}")
     text = confusion_text(matrix, label_names)
     (run_dir / f"{stem}.txt").write_text(text + "\n", encoding="utf-8")
     plot_confusion(matrix, label_names, run_dir / f"{stem}.png", f"{run_dir.name}: {split_name} ({len(labels)} rows)")
-    runs.record_outputs(run_dir, [runs.METRICS_FILE, f"{stem}.txt", f"{stem}.png"])
+    run_folder.record_outputs(run_dir, [run_folder.METRICS_FILE, f"{stem}.txt", f"{stem}.png"])
     log.info(f"{split_name}: " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     log.info(text)
     return metrics

@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 from transformers import DataCollatorForTokenClassification
 
-from pipeline import runs
-from pipeline.data import load_token_classification, run_split, split_summary
+from pipeline.runs import run_folder
+from pipeline.data.tasks import load_token_classification, run_split, split_summary
 from pipeline.errors import PipelineError
-from pipeline.inference import TokenTagger
-from pipeline.loading import LoadOptions, label_kwargs
+from pipeline.inference.engines import TokenTagger
+from pipeline.runs.loading import LoadOptions, label_kwargs
 from pipeline.log import log
-from pipeline.metrics import entity_metrics, type_confusion, type_confusion_text
-from pipeline.models import load_pretrained, load_tokenizer
+from pipeline.metrics.scores import entity_metrics, type_confusion, type_confusion_text
+from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
-from pipeline.schema import RunConfig
-from pipeline.words import encode_words, require_word_alignment
+from pipeline.config.schema import RunConfig
+from pipeline.data.words import encode_words, require_word_alignment
 
 IGNORE = -100  # positions the loss and the metrics skip
 
@@ -66,7 +66,7 @@ class TokenClassification(Recipe):
 
     def evaluate_run(self, run_dir: Path, split: str, batch_size: int | None = None,
                      options: LoadOptions = LoadOptions()) -> dict[str, Any]:
-        config = runs.load_run_config(run_dir)
+        config = run_folder.load_run_config(run_dir)
         tagger = TokenTagger.from_run(run_dir, batch_size=batch_size, options=options)
         rows, label_names = run_split(config, split, load_token_classification)
         if label_names != tagger.label_names:
@@ -132,12 +132,12 @@ def record_scores(tagger: TokenTagger, split: Any, run_dir: Path, split_name: st
     gold = [[label_names[t] for t in tags] for tags in split["tags"]]
     metrics = entity_metrics(gold, predicted)
     confusion = type_confusion(gold, predicted)
-    runs.save_metrics(run_dir, {split_name: {**metrics, "sentences": len(gold), "truncated": truncated,
+    run_folder.save_metrics(run_dir, {split_name: {**metrics, "sentences": len(gold), "truncated": truncated,
                                              "type_confusion": confusion}})
     text = type_confusion_text(confusion)
     name = "entity_confusion" + ("" if split_name == "validation" else f"_{split_name}") + ".txt"
     (run_dir / name).write_text(text + "\n", encoding="utf-8")
-    runs.record_outputs(run_dir, [runs.METRICS_FILE, name])
+    run_folder.record_outputs(run_dir, [run_folder.METRICS_FILE, name])
     log.info(f"{split_name}: entity precision {metrics['precision']:.4f} | recall {metrics['recall']:.4f} | "
           f"f1 {metrics['f1']:.4f} | token accuracy {metrics['token_accuracy']:.4f}")
     for kind, scores in metrics["per_type"].items():

@@ -20,7 +20,7 @@ from pipeline.cli import main  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
 
 use_terminal()  # the library's progress and results on stdout, as the command line shows them
-from pipeline.catalogue import data_root  # noqa: E402
+from pipeline.data.catalogue import data_root  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ import torch
 import yaml
 
 from conftest import run_cli, write_tsv
-from pipeline.architectures import head_modules, lora_targets
-from pipeline.inference import TextClassifier, TokenTagger
-from pipeline.loading import LoadOptions, load_run_model
+from pipeline.models.architectures import head_modules, lora_targets
+from pipeline.inference.engines import TextClassifier, TokenTagger
+from pipeline.runs.loading import LoadOptions, load_run_model
 from zoo import ZOO, build
 
 # What a user of each architecture expects LoRA to adapt and the head to be (issue: bring your own model).
@@ -64,9 +64,9 @@ def adapter_probabilities(run, texts):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.loading import label_kwargs
-    from pipeline.models import load_pretrained, load_tokenizer
-    from pipeline.runs import load_labels, load_run_config
+    from pipeline.runs.loading import label_kwargs
+    from pipeline.models.pretrained import load_pretrained, load_tokenizer
+    from pipeline.runs.run_folder import load_labels, load_run_config
 
     config, labels = load_run_config(run), load_labels(run)
     base = load_pretrained(AutoModelForSequenceClassification, config.model, **label_kwargs(labels))
@@ -172,7 +172,7 @@ def test_lora_params_and_advise_plan_with_the_architecture_defaults(zoo, capsys)
 
 @pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2", "llama"])
 def test_onnx_runtime_and_openvino_run_other_architectures_like_torch(model_type, zoo, sst2_files, tmp_path):
-    from pipeline.loading import LoadOptions
+    from pipeline.runs.loading import LoadOptions
 
     run = tmp_path / "full"
     train, dev = sst2_files

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, serving
-from pipeline.backends import openvino_has_bf16, resolve_backend
+from pipeline.inference.backends import openvino_has_bf16, resolve_backend
 from pipeline.errors import PipelineError
-from pipeline.inference import TextClassifier
-from pipeline.loading import LoadOptions
+from pipeline.inference.engines import TextClassifier
+from pipeline.runs.loading import LoadOptions
 
 
 @pytest.fixture(scope="module")
 def dev_texts() -> list[str]:
     """The first 300 SST-2 dev sentences."""
-    from pipeline.data import load_text_classification
-    from pipeline.schema import DatasetConfig
+    from pipeline.data.tasks import load_text_classification
+    from pipeline.config.schema import DatasetConfig
 
     return list(load_text_classification(DatasetConfig(name="sst2"), 0).splits["validation"]["text"][:300])
 
@@ -44,8 +44,8 @@ def test_fp32_backends_give_torch_probabilities(backend, lora_run, dev_texts, to
 @pytest.fixture(scope="module")
 def all_dev_texts() -> list[str]:
     """All 872 SST-2 dev sentences: agreement rates near 99% need more than 300 to be measured."""
-    from pipeline.data import load_text_classification
-    from pipeline.schema import DatasetConfig
+    from pipeline.data.tasks import load_text_classification
+    from pipeline.config.schema import DatasetConfig
 
     return list(load_text_classification(DatasetConfig(name="sst2"), 0).splits["validation"]["text"])
 
@@ -204,7 +204,7 @@ def test_serve_on_openvino_answers_like_torch(lora_run, dev_texts, torch_fp32):
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.serve import create_app
+    from pipeline.inference.serve import create_app
 
     engine = TextClassifier.from_run(lora_run, options=LoadOptions(device="cpu", backend="openvino"))
 
@@ -254,7 +254,7 @@ def test_commands_run_on_the_fastest_installed_runtime_by_default(lora_run, dev_
 def test_auto_keeps_on_torch_what_a_runtime_cannot_hold(lora_run, rt_lora_run, tmp_path, monkeypatch, caplog):
     import shutil
 
-    from pipeline import export
+    from pipeline.runs import export
 
     auto = LoadOptions(device="cpu", backend="auto")
     several = TextClassifier.from_run(lora_run, adapters={"rt": rt_lora_run}, options=auto)

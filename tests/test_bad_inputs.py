@@ -90,7 +90,7 @@ CASES: dict[str, tuple[Case, str]] = {
 def vision_model(tmp: Path, tokenizer: bool = True) -> Path:
     from transformers import CLIPVisionConfig
 
-    from pipeline.models import load_tokenizer
+    from pipeline.models.pretrained import load_tokenizer
 
     CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2).save_pretrained(tmp / "clip")
     if tokenizer:
@@ -99,7 +99,7 @@ def vision_model(tmp: Path, tokenizer: bool = True) -> Path:
 
 
 def pickle_model(tmp: Path) -> Path:
-    from pipeline.models import resolve_model
+    from pipeline.models.pretrained import resolve_model
 
     folder = tmp / "pickled"
     folder.mkdir()
@@ -111,7 +111,7 @@ def pickle_model(tmp: Path) -> Path:
 
 def fake_run(tmp: Path) -> Path:
     """A LoRA run folder whose adapter weights are gone."""
-    from pipeline.config import load_config, save_config
+    from pipeline.config.loader import load_config, save_config
     from recipes import CONFIG_DIR
 
     run = tmp / "old_run"
@@ -120,7 +120,7 @@ def fake_run(tmp: Path) -> Path:
         save_config(load_config(CONFIG_DIR / "sst2_lora.yaml"), run / "run_config.yaml")
         (run / "labels.json").write_text('["negative", "positive"]')
         (run / "adapter_config.json").write_text("{}")
-        from pipeline.models import load_tokenizer
+        from pipeline.models.pretrained import load_tokenizer
         load_tokenizer("minilm").save_pretrained(run)
     return run
 
@@ -159,7 +159,8 @@ def test_debug_shows_the_traceback(capsys):
 
 def test_disk_full_during_a_save_keeps_the_checkpoints(tmp_path, capsys, monkeypatch):
     """The disk fills at the second checkpoint: the first stays complete, and --resume finishes the run."""
-    from pipeline import runs, training
+    from pipeline.runs import run_folder
+    from pipeline.training import trainer as training
 
     original = training.PipelineTrainer._save_checkpoint
 
@@ -176,7 +177,7 @@ def test_disk_full_during_a_save_keeps_the_checkpoints(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert "No space left on device" in err and "--resume" in err and "Traceback" not in err
     assert "complete checkpoints: 1" in err
-    assert [p.name for p in runs.complete_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+    assert [p.name for p in run_folder.complete_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
     monkeypatch.setattr(training.PipelineTrainer, "_save_checkpoint", original)  # room again
     assert run_cli(*args, "--resume") == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["steps"] == 6
@@ -185,7 +186,7 @@ def test_disk_full_during_a_save_keeps_the_checkpoints(tmp_path, capsys, monkeyp
 def test_nan_loss_stops_the_run_with_a_message(tmp_path, capsys, monkeypatch):
     import torch
 
-    from pipeline import training
+    from pipeline.training import trainer as training
 
     original = training.PipelineTrainer.compute_loss
 

@@ -76,7 +76,7 @@ def test_export_writes_the_recipes_own_model_class(recipe, model_class, runs, tm
 
 
 def _config(run: Path):
-    from pipeline.runs import load_run_config
+    from pipeline.runs.run_folder import load_run_config
 
     return load_run_config(run)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import apply_overrides, load_config, load_yaml, validate
+from pipeline.config.loader import apply_overrides, load_config, load_yaml, validate
 from pipeline.errors import PipelineError
 from recipes import CONFIG_DIR
 
@@ -95,7 +95,7 @@ def test_malformed_override_is_rejected():
 
 
 def test_resolved_config_round_trips(tmp_path):
-    from pipeline.config import save_config
+    from pipeline.config.loader import save_config
 
     config = load_config(LORA, ["training.learning_rate=1e-3"])
     save_config(config, tmp_path / "run.yaml")

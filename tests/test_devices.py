@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from pipeline.loading import resolve_device, resolve_precision
+from pipeline.runs.loading import resolve_device, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_GPU = not torch.cuda.is_available()

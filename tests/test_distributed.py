@@ -18,7 +18,7 @@ import pytest
 from safetensors import safe_open
 
 from conftest import run_cli
-from pipeline.runs import complete_checkpoints
+from pipeline.runs.run_folder import complete_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 FSDP = ["--config_file", str(ROOT / "launch" / "fsdp.yaml")]

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import run_cli
 from pipeline.errors import PipelineError
-from pipeline.inference import TextClassifier
-from pipeline.loading import LoadOptions
+from pipeline.inference.engines import TextClassifier
+from pipeline.runs.loading import LoadOptions
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,8 @@ def test_predict_streams_a_csv_file_to_a_csv_output(lora_run, tmp_path, sst2_row
 
 
 def test_bf16_and_int8_agree_with_fp32_on_most_texts(lora_run):
-    from pipeline.catalogue import data_root
-    from pipeline.readers import read_file
+    from pipeline.data.catalogue import data_root
+    from pipeline.data.readers import read_file
 
     texts = read_file(data_root() / "sst2" / "dev.tsv")["sentence"]  # all 872
     fp32 = np.argmax(TextClassifier.from_run(lora_run).probabilities(texts), -1)
@@ -105,8 +105,8 @@ def test_last_layer_for_cls_only_gives_the_same_logits(sst2_rows):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from pipeline.first_token import FirstTokenLayer, first_token_last_layer
-    from pipeline.models import resolve_model
+    from pipeline.models.first_token import FirstTokenLayer, first_token_last_layer
+    from pipeline.models.pretrained import resolve_model
 
     path = resolve_model("minilm")
     tokenizer = AutoTokenizer.from_pretrained(path)

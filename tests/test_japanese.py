@@ -94,9 +94,9 @@ def test_ner_on_japanese_gives_exact_character_offsets(japanese_bert, tmp_path, 
 
 
 def test_augmentation_edits_japanese_words(japanese_bert):
-    from pipeline.augment import Augmenter
-    from pipeline.models import load_tokenizer
-    from pipeline.words import split_words
+    from pipeline.data.augment import Augmenter
+    from pipeline.models.pretrained import load_tokenizer
+    from pipeline.data.words import split_words
 
     tokenizer = load_tokenizer(str(japanese_bert))
     words = lambda text: [w for w, _, _ in split_words(tokenizer, text)]  # noqa: E731

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import run_cli
-from pipeline.data import load_text_corpus
-from pipeline.language_modeling import IS_NEXT, MaskingCollator, NOT_NEXT, next_sentence_pairs, sentences
-from pipeline.models import load_tokenizer
-from pipeline.schema import DatasetConfig
+from pipeline.data.tasks import load_text_corpus
+from pipeline.data.language_modeling import IS_NEXT, MaskingCollator, NOT_NEXT, next_sentence_pairs, sentences
+from pipeline.models.pretrained import load_tokenizer
+from pipeline.config.schema import DatasetConfig
 
 QUICK = ["training.eval_strategy=no", "training.save_strategy=no"]
 
@@ -151,7 +151,7 @@ def adapter_on_base(run):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.models import resolve_model
+    from pipeline.models.pretrained import resolve_model
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model("smollm2"))
     return PeftModel.from_pretrained(base, run), AutoTokenizer.from_pretrained(run)
@@ -172,7 +172,7 @@ def test_smollm2_lora_saves_a_small_adapter_and_generates(tmp_path, capsys):
 
 
 def test_smollm2_classifies_sentiment_with_lora(tmp_path):
-    from pipeline.inference import TextClassifier
+    from pipeline.inference.engines import TextClassifier
 
     out = tmp_path / "smol_cls"
     assert run_cli("train", "sst2_smollm2_lora", "dataset.max_train_samples=64", "dataset.max_eval_samples=32",
@@ -194,7 +194,7 @@ def test_dapt_run_folder_feeds_the_classification_recipe(tmp_path):
     its saved encoder weights are the DAPT run's, which differ from the packaged MiniLM's."""
     from safetensors.torch import load_file
 
-    from pipeline.models import resolve_model
+    from pipeline.models.pretrained import resolve_model
 
     mlm = tmp_path / "dapt"
     assert run_cli("train", "imdb_dapt", "dataset.max_train_samples=60", "dataset.max_eval_samples=20",

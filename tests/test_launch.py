@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from pipeline.runs import complete_checkpoints
+from pipeline.runs.run_folder import complete_checkpoints
 
 PRESETS = Path(__file__).resolve().parents[1] / "launch"
 QUICK = ["dataset.max_train_samples=400", "dataset.max_eval_samples=200", "training.num_train_epochs=1",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from pipeline.inference import TextClassifier, TokenTagger
+from pipeline.inference.engines import TextClassifier, TokenTagger
 
 REVIEWS = ["A true cinematic achievement!", "Boring and predictable.", "not bad at all"]
 SHORT = ["dataset.max_train_samples=160", "dataset.max_eval_samples=64", "training.max_steps=6",
@@ -17,7 +17,7 @@ SHORT = ["dataset.max_train_samples=160", "dataset.max_eval_samples=64", "traini
 
 def capture_trained_probabilities(monkeypatch, texts) -> dict:
     """Record what the model in memory predicts right after training, before anything is saved."""
-    from pipeline import training
+    from pipeline.training import trainer as training
 
     captured: dict = {}
     original = training.PipelineTrainer.train
@@ -81,8 +81,8 @@ def test_prompt_tuning_run_cannot_be_merged(tmp_path, capsys):
 def test_layerwise_lr_decay_gives_lower_layers_smaller_steps():
     from transformers import AutoModelForSequenceClassification, Trainer
 
-    from pipeline.models import resolve_model
-    from pipeline.training import layerwise_parameter_groups
+    from pipeline.models.pretrained import resolve_model
+    from pipeline.training.trainer import layerwise_parameter_groups
 
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=2)
     decay_names = set(Trainer.get_decay_parameter_names(None, model))
@@ -103,7 +103,7 @@ def test_layerwise_lr_decay_run_and_its_misuse(tmp_path, capsys):
     weight changes, shrink by about that factor (measured: layer 0 moves ~1/30 as far as layer 5)."""
     from safetensors.torch import load_file
 
-    from pipeline.models import resolve_model
+    from pipeline.models.pretrained import resolve_model
 
     out = tmp_path / "llrd"
     assert run_cli("train", "sst2_full", "training.layerwise_lr_decay=0.5", *SHORT, f"output_dir={out}") == 0

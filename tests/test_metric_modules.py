@@ -5,10 +5,10 @@ from __future__ import annotations
 import evaluate
 import pytest
 
-from pipeline.catalogue import data_root
-from pipeline.metric_modules import path
-from pipeline.metrics import classification_metrics, entity_metrics
-from pipeline.readers import read_conll
+from pipeline.data.catalogue import data_root
+from pipeline.metrics.modules import path
+from pipeline.metrics.scores import classification_metrics, entity_metrics
+from pipeline.data.readers import read_conll
 
 
 def test_entity_f1_module_equals_the_recorded_entity_scores():

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import run_cli
 from pipeline.errors import PipelineError
-from pipeline.planning import (GiB, advise, crossovers, load_model_config, lora_parameters, nearest_measured,
+from pipeline.planning.advise import (GiB, advise, crossovers, load_model_config, lora_parameters, nearest_measured,
                                parse_memory, skeleton)
 
 
@@ -23,8 +23,8 @@ def test_lora_params_from_the_config_equal_peft_on_the_real_minilm(r, targets):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
-    from pipeline.methods import expand_target_aliases
-    from pipeline.models import resolve_model
+    from pipeline.models.methods import expand_target_aliases
+    from pipeline.models.pretrained import resolve_model
 
     counted = lora_parameters(skeleton(load_model_config("minilm")), r, targets)
     real = AutoModel.from_pretrained(resolve_model("minilm"))

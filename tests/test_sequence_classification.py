@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from conftest import run_cli
-from pipeline.inference import TextClassifier
+from pipeline.inference.engines import TextClassifier
 
 REVIEWS = ["A true cinematic achievement!", "Boring and predictable."]
 
@@ -41,7 +41,7 @@ def test_lora_run_folder_holds_a_small_adapter_that_peft_loads(lora_run):
     assert adapter.stat().st_size < 5 * 1024 * 1024
     assert not (lora_run / "model.safetensors").exists()
     config = yaml.safe_load((lora_run / "run_config.yaml").read_text())
-    from pipeline.models import resolve_model
+    from pipeline.models.pretrained import resolve_model
 
     base = AutoModelForSequenceClassification.from_pretrained(resolve_model(config["model"]), num_labels=2)
     model = PeftModel.from_pretrained(base, lora_run).eval()

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import serving
-from pipeline.inference import TextClassifier
-from pipeline.serve import Limits, create_app
+from pipeline.inference.engines import TextClassifier
+from pipeline.inference.serve import Limits, create_app
 
 
 @pytest.fixture(scope="module")

@@ -49,8 +49,8 @@ def test_setfit_reloads_and_predicts_as_its_encoder_and_head_do(setfit_run):
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.inference import TextClassifier
-    from pipeline.loading import LoadOptions
+    from pipeline.inference.engines import TextClassifier
+    from pipeline.runs.loading import LoadOptions
 
     probabilities = TextClassifier.from_run(setfit_run).probabilities(REVIEWS)
     head = load_file(str(setfit_run / "classifier_head.safetensors"))
@@ -66,8 +66,8 @@ def test_setfit_reloads_and_predicts_as_its_encoder_and_head_do(setfit_run):
 
 def test_setfit_evaluate_reproduces_the_run_inspect_reads_it_and_onnx_runtime_agrees(setfit_run, capsys):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
-    from pipeline.inference import TextClassifier
-    from pipeline.loading import LoadOptions
+    from pipeline.inference.engines import TextClassifier
+    from pipeline.runs.loading import LoadOptions
 
     recorded = json.loads((setfit_run / "metrics.json").read_text())["validation"]["accuracy"]
     assert run_cli("evaluate", setfit_run) == 0 and run_cli("inspect", setfit_run) == 0
@@ -78,9 +78,9 @@ def test_setfit_evaluate_reproduces_the_run_inspect_reads_it_and_onnx_runtime_ag
 
 
 def test_samples_per_label_draws_a_balanced_seeded_training_set():
-    from pipeline.config import load_config
-    from pipeline.cli import resolve_config_path
-    from pipeline.data import load_text_classification
+    from pipeline.config.loader import load_config
+    from pipeline.config.loader import resolve_config_path
+    from pipeline.data.tasks import load_text_classification
 
     config = load_config(resolve_config_path("sst2_setfit"), ["dataset.samples_per_label=16"])
     first = load_text_classification(config.dataset, seed=1).splits["train"]
@@ -95,7 +95,7 @@ def test_setfit_runs_on_another_architecture_with_mean_pooling(tmp_path, sst2_ro
     gets mean pooling, trains and predicts."""
     from zoo import build
 
-    from pipeline.inference import TextClassifier
+    from pipeline.inference.engines import TextClassifier
 
     model = build("roberta", tmp_path / "roberta", [s for s, _ in sst2_rows])
     out = tmp_path / "run"
@@ -133,7 +133,7 @@ def test_setfit_refuses_other_recipes_decoders_resume_and_tune(tmp_path, capsys,
 
 
 def test_advise_recommends_the_method_measured_best_at_the_nearest_size():
-    from pipeline.planning import GiB, advise, crossovers
+    from pipeline.planning.advise import GiB, advise, crossovers
 
     table = crossovers()
     assert table is not None, "pipeline/crossovers.json is written by bench/small_data.py"
@@ -148,7 +148,7 @@ def test_setfit_push_uploads_an_encoder_and_head_that_load_without_the_pipeline(
     from safetensors.torch import load_file
     from sentence_transformers import SentenceTransformer
 
-    from pipeline.inference import TextClassifier
+    from pipeline.inference.engines import TextClassifier
 
     assert run_cli("push", setfit_run, "--repo-id", "someone/sst2-setfit") == 0
     for name, data in FakeHub.received.items():  # the repository as a user downloads it

@@ -6,14 +6,14 @@ import json
 import pytest
 
 from conftest import run_cli
-from pipeline.catalogue import data_root
-from pipeline.data import iob1_to_iob2, load_token_classification
+from pipeline.data.catalogue import data_root
+from pipeline.data.tasks import iob1_to_iob2, load_token_classification
 from pipeline.errors import PipelineError
-from pipeline.inference import TokenTagger
-from pipeline.models import load_tokenizer
-from pipeline.readers import read_conll
-from pipeline.schema import DatasetConfig
-from pipeline.words import encode_words
+from pipeline.inference.engines import TokenTagger
+from pipeline.models.pretrained import load_tokenizer
+from pipeline.data.readers import read_conll
+from pipeline.config.schema import DatasetConfig
+from pipeline.data.words import encode_words
 from recipes.token_classification import IGNORE, align
 
 
@@ -130,8 +130,8 @@ def test_long_sentences_are_truncated_and_counted(tmp_path, capsys):
 
 
 def test_ner_on_onnx_runtime_finds_the_entities_torch_finds(ner_run, wnut):
-    from pipeline.inference import TokenTagger
-    from pipeline.loading import LoadOptions
+    from pipeline.inference.engines import TokenTagger
+    from pipeline.runs.loading import LoadOptions
 
     texts = [" ".join(tokens) for tokens in wnut.splits["test"]["tokens"][:150]]
     found = {backend: TokenTagger.from_run(ner_run, options=LoadOptions(device="cpu", backend=backend)).entities(texts)

@@ -43,7 +43,7 @@ def test_a_credential_in_a_config_file_is_refused(tmp_path, capsys):
 
 
 def test_the_token_in_the_environment_lands_nowhere_in_the_run_or_the_push(tmp_path, monkeypatch):
-    from pipeline.hub import stage
+    from pipeline.runs.hub import stage
     from pipeline.registry import get_recipe
 
     monkeypatch.setenv("HF_TOKEN", SENTINEL)
@@ -61,7 +61,7 @@ def test_the_token_in_the_environment_lands_nowhere_in_the_run_or_the_push(tmp_p
 
 
 def test_the_model_card_holds_no_absolute_path(lora_run, tmp_path):
-    from pipeline.model_card import model_card
+    from pipeline.runs.model_card import model_card
     from pipeline.registry import get_recipe
 
     train = write_tsv(tmp_path / "train.tsv", [("a fine film", "1"), ("a dull film", "0")] * 20)
@@ -117,8 +117,8 @@ def test_overwrite_removes_the_previous_run_and_keeps_the_users_files(tmp_path):
 
 
 def test_integer_valued_float_labels_are_the_integers(tmp_path, sst2_rows):
-    from pipeline.data import load_text_classification
-    from pipeline.schema import DatasetConfig
+    from pipeline.data.tasks import load_text_classification
+    from pipeline.config.schema import DatasetConfig
 
     train = write_tsv(tmp_path / "train.tsv", [(s, f"{int(l)}.0") for s, l in sst2_rows[:200]])
     dev = write_tsv(tmp_path / "dev.tsv", sst2_rows[200:260])
@@ -179,8 +179,8 @@ def request(url, path, payload=None, key=None):
 
 
 def test_an_api_key_is_required_when_set(lora_run):
-    from pipeline.inference import TextClassifier
-    from pipeline.serve import create_app
+    from pipeline.inference.engines import TextClassifier
+    from pipeline.inference.serve import create_app
 
     server, url = start(create_app(TextClassifier.from_run(lora_run), api_key="s3cret"))
     try:
@@ -199,7 +199,7 @@ def test_an_api_key_is_required_when_set(lora_run):
 def test_a_full_queue_answers_429_and_the_server_recovers():
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeline.serve import create_app
+    from pipeline.inference.serve import create_app
 
     server, url = start(create_app(SlowEngine(delay=0.5), max_queue=4))
     try:
@@ -217,7 +217,7 @@ def test_a_full_queue_answers_429_and_the_server_recovers():
 
 
 def test_a_cancelled_request_never_stops_the_batch_worker():
-    from pipeline.serve import MicroBatcher
+    from pipeline.inference.serve import MicroBatcher
 
     async def scenario():
         batcher = MicroBatcher(SlowEngine(delay=0.3))
@@ -233,7 +233,7 @@ def test_a_cancelled_request_never_stops_the_batch_worker():
 def test_binding_beyond_loopback_without_a_key_warns(monkeypatch, capsys):
     import uvicorn
 
-    from pipeline.serve import serve
+    from pipeline.inference.serve import serve
 
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
     serve(SlowEngine(0), "0.0.0.0", 8000)

@@ -62,7 +62,7 @@ def test_tune_refuses_language_model_recipes(tmp_path, capsys):
 
 
 def test_the_default_lora_space_offers_attention_or_every_linear_layer_of_the_architecture():
-    from pipeline.tune import default_space
+    from pipeline.planning.tune import default_space
 
     assert default_space("lora", "minilm")["lora.target_modules"].choices == [
         ["query", "value"], ["query", "key", "value", "dense"]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.models import resolve_model
+from pipeline.models.pretrained import resolve_model
 
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 

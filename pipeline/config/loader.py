@@ -1,0 +1,156 @@
+"""Run configuration: YAML loading, ``dotted.key=value`` overrides and validation into the schema.
+
+One YAML file describes one run. It is checked against the schema (``pipeline.schema``) before any
+model or dataset loads, so a typo costs a second, not a training run, and every mistake comes back
+as one line that names the key, what was expected and what was given, and the closest valid key for
+a misspelling. No credential may enter a config. Checks of the machine (a file exists, CUDA for
+fp16) happen where the run starts, so a finished run's config always loads back.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.errors import PipelineError
+from pipeline.registry import config_dir
+from pipeline.config.schema import RunConfig, describe, one_line
+
+# --------------------------------------------------------------------------------------------
+# Loading and overrides
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file with the safe loader; syntax errors name the line."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"config file {path} does not exist; check the path "
+                            f"(`pipeline recipes` lists the shipped configs)")
+    if path.is_dir():
+        raise PipelineError(f"config path {path} is a directory; give a .yaml file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PipelineError(f"config file {path}{where}: YAML syntax error ({problem}); fix the YAML there") from None
+    if data is None:
+        raise PipelineError(f"config file {path} is empty; start from one in recipes/configs/")
+    if not isinstance(data, dict):
+        raise PipelineError(f"config file {path} must be a mapping of keys to values, "
+                            f"not a {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides; values are YAML scalars/lists (``null``, ``[a, b]``)."""
+    data = _deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise PipelineError(f"override {item!r} is not of the form dotted.key=value, "
+                                f"e.g. training.learning_rate=3e-5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw  # not YAML: keep the text and let the schema judge it
+        set_key(data, key, value, what=f"override {item!r}")
+    return data
+
+
+def apply_values(data: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``{"dotted.key": value}`` (Python values, as the API takes overrides)."""
+    data = _deepcopy(data)
+    for key, value in values.items():
+        if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+            raise PipelineError(f"override key {key!r} is not a dotted key, e.g. training.learning_rate")
+        set_key(data, key, _deepcopy(value), what=f"override {key!r}")
+    return data
+
+
+def set_key(data: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Set ``dotted.key`` in a config mapping, making sections on the way."""
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise PipelineError(f"{what}: {'.'.join(parts[:depth + 1])} is a value, "
+                                f"not a section, so it has no key {parts[depth + 1]!r}")
+        node = child
+    node[parts[-1]] = value
+
+
+def _deepcopy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deepcopy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deepcopy(v) for v in data]
+    return data
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path as given, else a shipped config by name (``sst2_lora`` -> recipes/configs/sst2_lora.yaml)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in name:
+        return path
+    return config_dir() / f"{name}.yaml"
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load, override and validate a run config."""
+    return validate(apply_overrides(load_yaml(path), overrides or []))
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and its one-line messages
+
+# Keys that name a credential, and values that look like a Hugging Face access token.
+_SECRET_KEY = re.compile(r"(^|_)(token|password|passwd|secret|api_?key|credentials?)$|password|secret", re.I)
+_SECRET_VALUE = re.compile(r"^hf_[A-Za-z0-9]{20,}$")
+
+
+def validate(data: dict[str, Any], finished_run: bool = False) -> RunConfig:
+    """The config as a RunConfig, or a PipelineError whose one line names the first problem. A
+    finished run's config (``finished_run``) skips the check of its training section against
+    TrainingArguments, which was made when it trained and would import the training stack."""
+    refuse_secrets(data)
+    if not isinstance(data, dict):
+        raise PipelineError(f"config must be a mapping of keys to values, got {describe(data)}")
+    try:
+        return RunConfig.model_validate({str(k): v for k, v in data.items()}, context={"finished_run": finished_run})
+    except ValidationError as exc:
+        raise PipelineError(one_line(exc, RunConfig, "", data)) from None
+
+
+def refuse_secrets(data: Any, prefix: str = "") -> None:
+    """A config is saved in the run folder, its model card and the Hub: no credential may enter it.
+    The message never repeats the value."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            where = f"{prefix}{key}"
+            if _SECRET_KEY.search(str(key)):
+                raise PipelineError(f"{where} would store a credential in the run folder and its model card; remove it "
+                                    f"and log in instead (`hf auth login`, or set HF_TOKEN in the environment)")
+            refuse_secrets(value, f"{where}.")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            refuse_secrets(value, f"{prefix.rstrip('.')}[{i}].")
+    elif isinstance(data, str) and _SECRET_VALUE.match(data.strip()):
+        raise PipelineError(f"{prefix.rstrip('.')} holds what looks like a Hugging Face access token, which would be "
+                            f"stored in the run folder; remove it and log in instead (`hf auth login` or HF_TOKEN)")

@@ -1,0 +1,317 @@
+"""Running a recipe: TrainingArguments with the pipeline's defaults, Trainer with our callbacks, and
+the run folder at the end.
+
+A recipe (``pipeline.recipe.Recipe``, handed in by the caller) builds the model and data
+(``build(config) -> Task``) and scores a finished run (``evaluate_run``); this module owns the loop
+around them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import gather_object
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from pipeline.runs import run_folder
+from pipeline.training.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
+from pipeline.training.distributed import (check_fsdp_launch, end_zero3_loading, full_state_dict, leave_process_group,
+                                  separate_whole_parameters, setup_fsdp)
+from pipeline.errors import PipelineError
+from pipeline.log import log
+from pipeline.models.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
+from pipeline.metrics.scores import plot_curves
+from pipeline.runs.model_card import write_model_card
+from pipeline.recipe import Recipe, Task
+from pipeline.config.schema import RunConfig, TRAINING_EXTRAS, validate_training
+
+
+class PipelineTrainer(Trainer):
+    """Trainer that also reports running training accuracy in its logs (the argmax of the logits
+    against the labels, ignoring -100), at no extra forward pass, and can give each layer its own
+    learning rate (``layerwise_lr_decay``)."""
+
+    def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, causal: bool = False, **kwargs: Any):
+        self.layerwise_lr_decay = layerwise_lr_decay
+        self.causal = causal
+        super().__init__(*args, **kwargs)
+        if not causal:
+            # Classification and masked-LM heads average their loss over the batch themselves; Trainer
+            # would otherwise scale it by the process count for a token average they do not take.
+            self.model_accepts_loss_kwargs = False
+        self._correct = torch.zeros((), dtype=torch.long)
+        self._seen = torch.zeros((), dtype=torch.long)
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        self.is_fsdp_enabled = setup_fsdp(self.accelerator, self.model, cpu=cpu_only())
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        if self.is_fsdp_enabled:
+            # Trainer marks the best checkpoint by whether its folder exists once every process has saved
+            # the weights; with sharded FSDP state the folder only appears later, so a process that looked
+            # early skipped loading the best model while the other waited for it: make the folder first.
+            folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+        super()._save_checkpoint(model, trial)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        logits = outputs.get("logits") if isinstance(outputs, dict) else None
+        if model.training and labels is not None and logits is not None and logits.shape[:-1] == labels.shape:
+            if self.causal:
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            with torch.no_grad():
+                mask = labels != -100
+                self._correct += ((logits.argmax(-1) == labels) & mask).sum().cpu()
+                self._seen += mask.sum().cpu()
+        return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is not None:
+            return super().create_optimizer(model)
+        if self.layerwise_lr_decay:
+            model = self.model if model is None else model
+            groups = layerwise_parameter_groups(model, self.args.learning_rate, self.layerwise_lr_decay,
+                                                self.args.weight_decay, set(self.get_decay_parameter_names(model)))
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        else:
+            super().create_optimizer(model)
+        if self.is_fsdp_enabled:
+            separate_whole_parameters(self.optimizer, self.model)
+        return self.optimizer
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._seen > 0:
+            logs["accuracy"] = round(self._correct.item() / self._seen.item(), 4)
+            self._correct.zero_()
+            self._seen.zero_()
+        super().log(logs, start_time)
+
+
+def layerwise_parameter_groups(model: torch.nn.Module, learning_rate: float, decay: float, weight_decay: float,
+                                decay_names: set[str]) -> list[dict[str, Any]]:
+    """Layer-wise learning-rate decay (Howard and Ruder, 2018; ELECTRA): the task head learns at
+    ``learning_rate``, the top transformer layer at ``lr * decay``, each layer below at ``decay`` times
+    the one above, the embeddings lowest. General features near the input move least."""
+    layers = getattr(model.config, "num_hidden_layers", None)
+    if not layers:
+        raise PipelineError("training.layerwise_lr_decay needs a model config with num_hidden_layers")
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        found = re.search(r"\.(?:layer|layers|h|block)\.(\d+)\.", name)
+        depth = int(found.group(1)) + 1 if found else 0 if "embed" in name else layers + 1
+        decays = name in decay_names
+        group = groups.setdefault((depth, decays), {
+            "params": [], "weight_decay": weight_decay if decays else 0.0,
+            "lr": learning_rate * decay ** (layers + 1 - depth)})
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
+def resolve_training(config: RunConfig, recipe: Recipe) -> None:
+    """Fill ``config.training`` with every setting the run will use: the seed's recipe as defaults
+    (AdamW, linear decay after 10% warmup, weight decay 0.01, which Trainer keeps off biases and
+    LayerNorm, clipping at 1.0), the method's learning rate, the recipe's own settings, mixed
+    precision by hardware, then the user's keys on top. run_config.yaml records the result, so
+    training from it repeats the run."""
+    settings: dict[str, Any] = dict(
+        num_train_epochs=3,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=64,
+        learning_rate=DEFAULT_LEARNING_RATE[config.method],
+        lr_scheduler_type="linear",
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=recipe.metric,
+        greater_is_better=recipe.greater_is_better,
+        logging_steps=0.05,
+        logging_nan_inf_filter=False,  # the NaN guard must see a NaN loss
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    settings.update(recipe.training_defaults(config))
+    settings.update(config.training)
+    if settings.get("early_stopping_patience") and settings.get("eval_strategy") == "no":
+        raise PipelineError("training.early_stopping_patience needs evaluation; set training.eval_strategy=epoch")
+    if settings.get("eval_strategy") == "no":
+        settings["load_best_model_at_end"] = False
+    if settings.get("save_strategy") != settings.get("eval_strategy") and settings.get("load_best_model_at_end"):
+        settings["load_best_model_at_end"] = False  # Trainer needs the two aligned to track the best
+    if "bf16" not in config.training and "fp16" not in config.training:
+        launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # accelerate launch --mixed_precision
+        if launched in ("bf16", "fp16"):
+            settings[launched] = True
+        else:  # "no" is also accelerate's unset default, so it does not turn the automatic choice off
+            settings["bf16"] = native_bf16()
+    config.training = validate_training(settings)
+
+
+def training_arguments(config: RunConfig, run_dir: Path) -> tuple[TrainingArguments, int | None]:
+    """TrainingArguments from the resolved ``config.training`` and where this process runs."""
+    settings = {k: v for k, v in config.training.items() if k not in TRAINING_EXTRAS}
+    settings.setdefault("dataloader_pin_memory", torch.cuda.is_available())
+    if cpu_only():  # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes
+        settings.setdefault("use_cpu", True)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # for report_to: tensorboard
+    try:
+        args = TrainingArguments(output_dir=str(run_dir / run_folder.CHECKPOINTS), seed=config.seed, **settings)
+    except (ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise PipelineError(f"training settings rejected: {first}") from None
+    return args, config.training.get("early_stopping_patience")
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of the run so far: CUDA allocations on a GPU, else the process's peak resident set."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def cpu_only() -> bool:
+    return not torch.cuda.is_available() and not torch.backends.mps.is_available()
+
+
+def native_bf16() -> bool:
+    """Whether bf16 autocast pays here: a GPU with bf16, or a CPU with bf16 matrix instructions
+    (AVX512-BF16 or AMX; elsewhere CPU bf16 is emulated and slower than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_machine(config: RunConfig) -> None:
+    """What the config needs of this machine, checked before anything loads (validation checks the
+    config alone, so that a finished run's config loads anywhere)."""
+    check_fsdp_launch(config.method)
+    lexicon = config.augment.lexicon
+    if config.augment.factor and lexicon and not Path(lexicon).is_file():
+        raise PipelineError(f"augment.lexicon {lexicon} does not exist; check the path")
+    if config.training.get("fp16") and cpu_only():
+        raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
+
+
+def task_trainer(config: RunConfig, recipe: Recipe, task: Task, args: TrainingArguments, callbacks: list[Any],
+                 **model: Any) -> PipelineTrainer:
+    """A PipelineTrainer over a recipe's task (its data, collator and metrics) for ``model=`` a model,
+    or ``model_init=`` a function that builds one per hyperparameter-search trial."""
+    trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=recipe.causal,
+                              args=args, train_dataset=task.train_dataset, eval_dataset=task.eval_dataset,
+                              data_collator=task.collator, processing_class=task.tokenizer,
+                              compute_metrics=task.compute_metrics, preprocess_logits_for_metrics=task.preprocess_logits,
+                              callbacks=callbacks, **model)
+    if args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # it would print each log dict beside our progress line
+    return trainer
+
+
+def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: str | None = None) -> Path:
+    """Run ``config`` with ``recipe`` through Trainer end to end and return the run folder; ``resume``
+    ("latest" or a checkpoint path) continues an interrupted run from its checkpoint."""
+    check_machine(config)
+    # Before the config is saved or compared with a resumed run's: the run records what it does.
+    resolve_lora_targets(config)
+    resolve_training(config, recipe)
+    set_seed(config.seed)  # before the task head is initialised: the same seed gives the same run
+    checkpoint = None
+    if resume:
+        run_dir, checkpoint = run_folder.resume_checkpoint(config, resume)
+        run_folder.check_same_config(config, run_dir)
+        log.info(f"resuming from {checkpoint}")
+    else:
+        # Every process checks; then the main one alone writes the run folder while the others wait.
+        from accelerate import PartialState
+
+        state = PartialState(cpu=cpu_only())  # the same state TrainingArguments will use
+        run_dir = run_folder.check_output_dir(config, overwrite)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            run_folder.prepare(config, overwrite)
+        state.wait_for_everyone()
+    task = recipe.build(config)
+    model = apply_method(task.model, config, recipe.peft_task_type, recipe.fresh_head)
+    params = parameter_report(model)
+    log.info(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
+          f"{params['total']:,} parameters ({params['percent']:.2f}%)")
+    args, patience = training_arguments(config, run_dir)
+    precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    log.info(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
+          f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")
+    callbacks = [ProgressLine(), NonFiniteLossGuard(), MetricsLog(run_dir / run_folder.LOG_FILE)]
+    if patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
+    if config.method == "adalora":
+        callbacks.append(AdaLoraSchedule())
+    trainer = task_trainer(config, recipe, task, args, callbacks, model=model)
+    if task.score and not checkpoint and trainer.is_world_process_zero():
+        before = task.score(model)
+        log.info("before training: " + " | ".join(f"{k} {v:.4f}" for k, v in before.items()))
+        run_folder.save_metrics(run_dir, {"before": before})
+    start = time.perf_counter()
+    try:
+        result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_seconds = time.perf_counter() - start
+        full_state = full_state_dict(trainer)  # sharded training: every process helps gather the weights
+        end_zero3_loading()
+        peaks = gather_object([peak_memory_mb()])  # every process's, for the scaling comparisons
+        if not trainer.is_world_process_zero():
+            leave_process_group()
+            return run_dir
+        # The best checkpoint is loaded (load_best_model_at_end); save it before anything else can fail.
+        model.save_pretrained(run_dir, state_dict=full_state)
+        task.tokenizer.save_pretrained(run_dir)
+        run_folder.save_labels(run_dir, task.label_names)
+    except OSError as exc:  # a full disk, a vanished folder: the checkpoints written so far stay usable
+        raise PipelineError(f"could not write the run ({exc.strerror or exc}); make room, then continue with "
+                            f"pipeline train ... --resume (complete checkpoints: "
+                            f"{len(run_folder.complete_checkpoints(run_dir))} in {run_dir / run_folder.CHECKPOINTS})") from None
+    run_folder.save_metrics(run_dir, {
+        "parameters": params,
+        "train": {"seconds": round(train_seconds, 1), "steps": result.global_step,
+                  "samples_per_second": result.metrics.get("train_samples_per_second"),
+                  "loss": result.metrics.get("train_loss"),
+                  "best_checkpoint": trainer.state.best_model_checkpoint,
+                  "peak_memory_mb": max(peaks), "peak_memory_mb_per_process": peaks},
+    })
+    del trainer, model  # the final scores come from the saved run, reloaded as `pipeline evaluate` reloads it
+    finish_run(config, recipe, run_dir, task.final_splits)
+    leave_process_group()
+    return run_dir
+
+
+def finish_run(config: RunConfig, recipe: Recipe, run_dir: Path, splits: tuple[str, ...]) -> None:
+    """After the weights are saved: score ``splits`` from the reloaded run, plot the curves, write the
+    log table and the model card, record the run's files, and push when the config asks."""
+    for split in splits:
+        recipe.evaluate_run(run_dir, split)
+    plot_curves(run_dir / run_folder.LOG_FILE, run_dir / "training_curves.png", recipe.metric)
+    run_folder.write_csv_log(run_dir)
+    write_model_card(run_dir, recipe)
+    run_folder.record_outputs(run_dir)  # everything the run wrote: what --overwrite may remove later
+    log.info(f"run folder: {run_dir}")
+    if config.hub.push_to_hub:
+        from pipeline.runs.hub import push
+
+        push(run_dir, config.hub.repo_id, recipe, private=config.hub.private, merged=config.hub.merged)
