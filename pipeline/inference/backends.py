@@ -257,15 +257,17 @@ def _threads() -> int:
 
 def _quantized(path: Path) -> Path:
     """The graph with int8 matrix multiplies, a scale per token and per weight column
-    (``pipeline.onnx_int8``), made once beside the graph."""
-    from pipeline.inference.onnx_int8 import quantize_per_token
+    (``onnx_int8``), made once beside the graph for the weight range this CPU multiplies exactly
+    (a graph made on one kind of CPU is not read on another)."""
+    from pipeline.inference.onnx_int8 import quantize_per_token, weight_steps_exact_here
 
     require("onnx")  # the graph rewrite's library, in the same extra as the runtime
-    out = path.with_name("model_int8_per_token.onnx")
+    steps = weight_steps_exact_here()
+    out = path.with_name("model_int8_per_token.onnx" if steps == 127 else f"model_int8_per_token_{steps}.onnx")
     if not out.exists() or out.stat().st_mtime_ns < path.stat().st_mtime_ns:
         staged = out.with_name(f".{out.name}.{os.getpid()}")  # renamed into place: never read half-written
         try:
-            quantize_per_token(path, staged)
+            quantize_per_token(path, staged, steps)
             os.replace(staged, out)
         finally:
             staged.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ For every MatMul whose second input is a 2-D float weight, with x of shape (...,
     q = QuantizeLinear(x2, scale, zero)                                    uint8, per row (axis 0)
     y = scale * w_scale * (q @ Wq)  -  scale * zero * w_scale * colsum(Wq)  reshaped to (..., N)
 
-since x ~= scale * (q - zero) and W ~= Wq * w_scale with Wq = round(W / w_scale) in [-127, 127].
+since x ~= scale * (q - zero) and W ~= Wq * w_scale with Wq = round(W / w_scale) in [-127, 127] ([-63, 63] on x86 without VNNI).
 """
 from __future__ import annotations
 
@@ -29,9 +29,26 @@ TINY_SCALE = 1e-8  # an all-zero row quantizes to zeros instead of dividing by z
 LARGE_GRAPH_BYTES = 1.8e9  # protobuf's limit is 2 GB: weights beside the graph above this
 
 
-def quantize_per_token(source: Path, target: Path) -> None:
-    """Write ``source``'s graph with its weight matrix multiplies in int8 to ``target``. Needs opset
-    18 or later (reductions take their axes as an input), which ``pipeline export`` writes."""
+def weight_steps_exact_here() -> int:
+    """The largest int8 weight step this CPU multiplies exactly: 127, or 63 on x86 CPUs without VNNI.
+    There ONNX Runtime's u8 x s8 kernel adds pairs of products in int16 (AVX2's vpmaddubsw), and
+    2 x 255 x 127 overflows it: on an AVX2-only AMD EPYC a tiny Llama's probabilities moved 0.015
+    from fp32. Seven-bit weights (2 x 255 x 63 fits) are ONNX Runtime's own ``reduce_range`` remedy."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return 127  # ARM's int8 dot products accumulate in int32
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return 63  # an x86 CPU whose features we cannot read: the safe range
+    return 127 if {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags) else 63
+
+
+def quantize_per_token(source: Path, target: Path, weight_steps: int = 127) -> None:
+    """Write ``source``'s graph with its weight matrix multiplies in int8 (weights rounded to
+    ``weight_steps`` steps each side of zero) to ``target``. Needs opset 18 or later (reductions take their
+    axes as an input), which ``pipeline export`` writes."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -65,8 +82,8 @@ def quantize_per_token(source: Path, target: Path) -> None:
         k, n = weight.dims
         if weight.name not in int8_weights:
             w = numpy_helper.to_array(weight).astype(np.float32)
-            w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / 127
-            wq = np.clip(np.round(w / w_scale), -127, 127).astype(np.int8)
+            w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / weight_steps
+            wq = np.clip(np.round(w / w_scale), -weight_steps, weight_steps).astype(np.int8)
             base = f"int8/{weight.name}"
             int8_weights[weight.name] = (constant(base + "/q", wq), constant(base + "/scale", w_scale.astype(np.float32)),
                                          constant(base + "/colsum", (wq.sum(axis=0, dtype=np.int64) * w_scale).astype(np.float32)))
