@@ -19,8 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 def child(kind: str, run: str, tasks: int) -> None:
     """Load the models, predict once with each, report the peak RSS in MiB."""
-    from pipeline.log import use_terminal
     from pipeline.inference.engines import TextClassifier
+    from pipeline.log import use_terminal
 
     use_terminal()
     text = ["A true cinematic achievement!"]
@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.run, args.tasks)
-    from pipeline.log import use_terminal
     from pipeline.config.loader import load_config
+    from pipeline.log import use_terminal
     from pipeline.registry import get_recipe
     from pipeline.training.trainer import train
 

@@ -22,11 +22,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pipeline.log import use_terminal  # noqa: E402
 from pipeline.config.loader import load_config  # noqa: E402
 from pipeline.inference.engines import TextClassifier, TokenTagger  # noqa: E402
-from pipeline.runs.loading import LoadOptions  # noqa: E402
+from pipeline.log import use_terminal  # noqa: E402
 from pipeline.registry import get_recipe  # noqa: E402
+from pipeline.runs.loading import LoadOptions  # noqa: E402
 from pipeline.training.trainer import train  # noqa: E402
 
 

@@ -48,13 +48,13 @@ import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 from bench.machine import gemm_peak, machine  # noqa: E402
-from pipeline.inference.backends import BACKEND_PRECISIONS, resolve_backend  # noqa: E402
 from pipeline.config.loader import load_config  # noqa: E402
-from pipeline.data.tasks import load_text_classification  # noqa: E402
-from pipeline.inference.engines import TextClassifier  # noqa: E402
-from pipeline.runs.loading import LoadOptions, load_run_model  # noqa: E402
-from pipeline.log import use_terminal  # noqa: E402
 from pipeline.config.schema import DatasetConfig  # noqa: E402
+from pipeline.data.tasks import load_text_classification  # noqa: E402
+from pipeline.inference.backends import BACKEND_PRECISIONS, resolve_backend  # noqa: E402
+from pipeline.inference.engines import TextClassifier  # noqa: E402
+from pipeline.log import use_terminal  # noqa: E402
+from pipeline.runs.loading import LoadOptions, load_run_model  # noqa: E402
 
 Predict = Callable[[list[str]], np.ndarray]  # texts -> predicted label ids
 

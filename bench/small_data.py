@@ -59,8 +59,7 @@ def peer(size: int, seed: int) -> dict[str, float]:
     import numpy as np
     import setfit
 
-    from pipeline.config.loader import resolve_config_path
-    from pipeline.config.loader import load_config
+    from pipeline.config.loader import load_config, resolve_config_path
     from pipeline.data.tasks import load_text_classification
     from pipeline.models.pretrained import resolve_model
 

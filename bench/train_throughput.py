@@ -53,7 +53,12 @@ def flops_per_token(model_config, tokens_per_text: float, method: str) -> float:
 
 def seed_style(rows: int, seed: int, workdir: Path) -> dict:
     """The baseline: pad everything to 128, plain Trainer with default settings, batch 16."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
 
     cfg = load_config(ROOT / "recipes/configs/sst2_full.yaml", [f"dataset.max_train_samples={rows}"])
     data = load_text_classification(cfg.dataset, seed)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
 
+
 def pipeline(*args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], capture_output=True, text=True)
     if done.returncode != 0:

@@ -272,7 +272,12 @@ def input_texts(args: argparse.Namespace, what: str) -> Iterator[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeline.inference.engines import PredictionWriter, open_output, output_format, predict_stream
+    from pipeline.inference.engines import (
+        PredictionWriter,
+        open_output,
+        output_format,
+        predict_stream,
+    )
 
     if args.top_k is not None and args.top_k <= 0:
         raise PipelineError(f"--top-k must be positive, got {args.top_k}")
@@ -342,9 +347,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pipeline.planning.compare import compare
-
     from pipeline.config.loader import resolve_config_path
+    from pipeline.planning.compare import compare
 
     config = resolve_config_path(args.config)
     out = args.output_dir or f"runs/compare_{config.stem}"

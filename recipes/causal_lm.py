@@ -16,16 +16,21 @@ from typing import Any
 
 from transformers import AutoModelForCausalLM, default_data_collator
 
-from pipeline.runs import run_folder
+from pipeline.config.schema import RunConfig
+from pipeline.data.language_modeling import (
+    group_into_blocks,
+    lm_metrics,
+    lm_scores,
+    require_blocks,
+    scores_from_logits,
+)
 from pipeline.data.tasks import load_text_corpus
 from pipeline.errors import PipelineError
-from pipeline.runs.loading import LoadOptions, load_run_model
-from pipeline.config.schema import RunConfig
-from pipeline.data.language_modeling import (group_into_blocks, lm_metrics, lm_scores, require_blocks,
-                                        scores_from_logits)
 from pipeline.log import log
 from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
+from pipeline.runs import run_folder
+from pipeline.runs.loading import LoadOptions, load_run_model
 
 END_OF_TEXT = "<|endoftext|>"
 

@@ -15,17 +15,22 @@ from typing import Any
 import numpy as np
 from transformers import DataCollatorWithPadding
 
-from pipeline.runs import run_folder
+from pipeline.config.schema import RunConfig
 from pipeline.data.augment import augment_split
 from pipeline.data.tasks import load_text_classification, run_split, split_summary
 from pipeline.errors import PipelineError
 from pipeline.inference.engines import TextClassifier
-from pipeline.runs.loading import LoadOptions, label_kwargs
 from pipeline.log import log
-from pipeline.metrics.scores import classification_metrics, confusion, confusion_text, plot_confusion
+from pipeline.metrics.scores import (
+    classification_metrics,
+    confusion,
+    confusion_text,
+    plot_confusion,
+)
 from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
-from pipeline.config.schema import RunConfig
+from pipeline.runs import run_folder
+from pipeline.runs.loading import LoadOptions, label_kwargs
 
 
 class SequenceClassification(Recipe):

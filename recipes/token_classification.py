@@ -16,17 +16,17 @@ from typing import Any
 import numpy as np
 from transformers import DataCollatorForTokenClassification
 
-from pipeline.runs import run_folder
+from pipeline.config.schema import RunConfig
 from pipeline.data.tasks import load_token_classification, run_split, split_summary
+from pipeline.data.words import encode_words, require_word_alignment
 from pipeline.errors import PipelineError
 from pipeline.inference.engines import TokenTagger
-from pipeline.runs.loading import LoadOptions, label_kwargs
 from pipeline.log import log
 from pipeline.metrics.scores import entity_metrics, type_confusion, type_confusion_text
 from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
-from pipeline.config.schema import RunConfig
-from pipeline.data.words import encode_words, require_word_alignment
+from pipeline.runs import run_folder
+from pipeline.runs.loading import LoadOptions, label_kwargs
 
 IGNORE = -100  # positions the loss and the metrics skip
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_cli
 
 import pipeline
-from conftest import run_cli
 
 REVIEWS = ["A true cinematic achievement, moving and beautifully acted.", "Boring, predictable and far too long."]
 

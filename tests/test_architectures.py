@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import run_cli, write_tsv
-from pipeline.models.architectures import head_modules, lora_targets
-from pipeline.inference.engines import TextClassifier, TokenTagger
-from pipeline.runs.loading import LoadOptions, load_run_model
 from zoo import ZOO, build
+
+from pipeline.inference.engines import TextClassifier, TokenTagger
+from pipeline.models.architectures import head_modules, lora_targets
+from pipeline.runs.loading import LoadOptions, load_run_model
 
 # What a user of each architecture expects LoRA to adapt and the head to be (issue: bring your own model).
 TARGETS = {"bert": ["query", "value"], "distilbert": ["q_lin", "v_lin"], "roberta": ["query", "value"],
@@ -64,8 +64,8 @@ def adapter_probabilities(run, texts):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.runs.loading import label_kwargs
     from pipeline.models.pretrained import load_pretrained, load_tokenizer
+    from pipeline.runs.loading import label_kwargs
     from pipeline.runs.run_folder import load_labels, load_run_config
 
     config, labels = load_run_config(run), load_labels(run)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_cli, serving
-from pipeline.inference.backends import openvino_has_bf16, resolve_backend
+
 from pipeline.errors import PipelineError
+from pipeline.inference.backends import openvino_has_bf16, resolve_backend
 from pipeline.inference.engines import TextClassifier
 from pipeline.runs.loading import LoadOptions
 
@@ -20,8 +20,8 @@ from pipeline.runs.loading import LoadOptions
 @pytest.fixture(scope="module")
 def dev_texts() -> list[str]:
     """The first 300 SST-2 dev sentences."""
-    from pipeline.data.tasks import load_text_classification
     from pipeline.config.schema import DatasetConfig
+    from pipeline.data.tasks import load_text_classification
 
     return list(load_text_classification(DatasetConfig(name="sst2"), 0).splits["validation"]["text"][:300])
 
@@ -44,8 +44,8 @@ def test_fp32_backends_give_torch_probabilities(backend, lora_run, dev_texts, to
 @pytest.fixture(scope="module")
 def all_dev_texts() -> list[str]:
     """All 872 SST-2 dev sentences: agreement rates near 99% need more than 300 to be measured."""
-    from pipeline.data.tasks import load_text_classification
     from pipeline.config.schema import DatasetConfig
+    from pipeline.data.tasks import load_text_classification
 
     return list(load_text_classification(DatasetConfig(name="sst2"), 0).splits["validation"]["text"])
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from conftest import run_cli
 
 Case = Callable[[Path, list], list]  # (tmp_path, sst2_rows) -> CLI arguments

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from pipeline.recipe import COMMANDS
 from pipeline.registry import get_recipe, recipe_names
 

@@ -5,12 +5,12 @@ import json
 from collections import Counter
 
 import pytest
-
 from conftest import write_tsv
+
+from pipeline.config.schema import DatasetConfig
+from pipeline.data.readers import read_file
 from pipeline.data.tasks import load_text_classification
 from pipeline.errors import PipelineError
-from pipeline.data.readers import read_file
-from pipeline.config.schema import DatasetConfig
 
 
 def files(train, validation=None, **kw) -> DatasetConfig:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from pipeline.runs.loading import resolve_device, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import run_cli
 from safetensors import safe_open
 
-from conftest import run_cli
 from pipeline.runs.run_folder import complete_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from pipeline.errors import PipelineError
 from pipeline.inference.engines import TextClassifier
 from pipeline.runs.loading import LoadOptions

@@ -8,7 +8,6 @@ import json
 import sys
 
 import pytest
-
 from conftest import run_cli
 
 fugashi = pytest.importorskip("fugashi", reason="the ja extra: pip install 'finetune-pipeline[ja]'")
@@ -34,7 +33,9 @@ def japanese_bert(tmp_path_factory):
     tokenizer_args = dict(do_lower_case=False, word_tokenizer_type="mecab", subword_tokenizer_type="wordpiece",
                           mecab_kwargs={"mecab_dic": "unidic_lite"})
     texts = POSITIVE + NEGATIVE + [t.format(p) for t in NER_TEMPLATES for p in PLACES] + ["私は東京に住んでいます。"]
-    from transformers.models.bert_japanese.tokenization_bert_japanese import MecabTokenizer
+    from transformers.models.bert_japanese.tokenization_bert_japanese import (
+        MecabTokenizer,
+    )
 
     segment = MecabTokenizer(do_lower_case=False, mecab_dic="unidic_lite")
     words = {w for t in texts for w in segment.tokenize(t)}
@@ -69,7 +70,9 @@ def test_japanese_bert_fine_tunes_and_predicts(japanese_bert, tmp_path, capsys):
 
 
 def test_ner_on_japanese_gives_exact_character_offsets(japanese_bert, tmp_path, capsys):
-    from transformers.models.bert_japanese.tokenization_bert_japanese import MecabTokenizer
+    from transformers.models.bert_japanese.tokenization_bert_japanese import (
+        MecabTokenizer,
+    )
 
     segment = MecabTokenizer(do_lower_case=False, mecab_dic="unidic_lite")
     lines = []
@@ -95,8 +98,8 @@ def test_ner_on_japanese_gives_exact_character_offsets(japanese_bert, tmp_path, 
 
 def test_augmentation_edits_japanese_words(japanese_bert):
     from pipeline.data.augment import Augmenter
-    from pipeline.models.pretrained import load_tokenizer
     from pipeline.data.words import split_words
+    from pipeline.models.pretrained import load_tokenizer
 
     tokenizer = load_tokenizer(str(japanese_bert))
     words = lambda text: [w for w, _, _ in split_words(tokenizer, text)]  # noqa: E731

@@ -7,12 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
-from pipeline.data.tasks import load_text_corpus
-from pipeline.data.language_modeling import IS_NEXT, MaskingCollator, NOT_NEXT, next_sentence_pairs, sentences
-from pipeline.models.pretrained import load_tokenizer
+
 from pipeline.config.schema import DatasetConfig
+from pipeline.data.language_modeling import (
+    IS_NEXT,
+    NOT_NEXT,
+    MaskingCollator,
+    next_sentence_pairs,
+    sentences,
+)
+from pipeline.data.tasks import load_text_corpus
+from pipeline.models.pretrained import load_tokenizer
 
 QUICK = ["training.eval_strategy=no", "training.save_strategy=no"]
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from pipeline.runs.run_folder import complete_checkpoints
 
 PRESETS = Path(__file__).resolve().parents[1] / "launch"

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from pipeline.inference.engines import TextClassifier, TokenTagger
 
 REVIEWS = ["A true cinematic achievement!", "Boring and predictable.", "not bad at all"]

@@ -6,9 +6,9 @@ import evaluate
 import pytest
 
 from pipeline.data.catalogue import data_root
+from pipeline.data.readers import read_conll
 from pipeline.metrics.modules import path
 from pipeline.metrics.scores import classification_metrics, entity_metrics
-from pipeline.data.readers import read_conll
 
 
 def test_entity_f1_module_equals_the_recorded_entity_scores():

@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import run_cli
+
 from pipeline.errors import PipelineError
-from pipeline.planning.advise import (GiB, advise, crossovers, load_model_config, lora_parameters, nearest_measured,
-                               parse_memory, skeleton)
+from pipeline.planning.advise import (
+    GiB,
+    advise,
+    crossovers,
+    load_model_config,
+    lora_parameters,
+    nearest_measured,
+    parse_memory,
+    skeleton,
+)
 
 
 def test_lora_params_for_bert_base_matches_the_closed_form(capsys):

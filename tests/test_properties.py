@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.config.loader import apply_overrides, load_yaml, validate
-from pipeline.errors import PipelineError
 from pipeline.data.readers import iter_texts, read_conll, read_file
+from pipeline.errors import PipelineError
 from recipes import CONFIG_DIR
 
 BASE = load_yaml(CONFIG_DIR / "sst2_lora.yaml")

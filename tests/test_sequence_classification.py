@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
 from pipeline.inference.engines import TextClassifier
 
 REVIEWS = ["A true cinematic achievement!", "Boring and predictable."]

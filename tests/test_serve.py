@@ -7,8 +7,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import serving
+
 from pipeline.inference.engines import TextClassifier
 from pipeline.inference.serve import Limits, create_app
 

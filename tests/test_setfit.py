@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import FakeHub, run_cli
 
 pytest.importorskip("setfit", reason="the setfit extra is not installed")
@@ -78,8 +77,7 @@ def test_setfit_evaluate_reproduces_the_run_inspect_reads_it_and_onnx_runtime_ag
 
 
 def test_samples_per_label_draws_a_balanced_seeded_training_set():
-    from pipeline.config.loader import load_config
-    from pipeline.config.loader import resolve_config_path
+    from pipeline.config.loader import load_config, resolve_config_path
     from pipeline.data.tasks import load_text_classification
 
     config = load_config(resolve_config_path("sst2_setfit"), ["dataset.samples_per_label=16"])

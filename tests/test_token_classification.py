@@ -4,16 +4,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_cli
+
+from pipeline.config.schema import DatasetConfig
 from pipeline.data.catalogue import data_root
+from pipeline.data.readers import read_conll
 from pipeline.data.tasks import iob1_to_iob2, load_token_classification
+from pipeline.data.words import encode_words
 from pipeline.errors import PipelineError
 from pipeline.inference.engines import TokenTagger
 from pipeline.models.pretrained import load_tokenizer
-from pipeline.data.readers import read_conll
-from pipeline.config.schema import DatasetConfig
-from pipeline.data.words import encode_words
 from recipes.token_classification import IGNORE, align
 
 

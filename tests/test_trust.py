@@ -16,7 +16,6 @@ import urllib.request
 import numpy as np
 import pytest
 import yaml
-
 from conftest import run_cli, write_tsv
 
 SENTINEL = "hf_SentinelTokenThatMustNeverLandOnDisk0123456789"
@@ -43,8 +42,8 @@ def test_a_credential_in_a_config_file_is_refused(tmp_path, capsys):
 
 
 def test_the_token_in_the_environment_lands_nowhere_in_the_run_or_the_push(tmp_path, monkeypatch):
-    from pipeline.runs.hub import stage
     from pipeline.registry import get_recipe
+    from pipeline.runs.hub import stage
 
     monkeypatch.setenv("HF_TOKEN", SENTINEL)
     monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", SENTINEL)
@@ -61,8 +60,8 @@ def test_the_token_in_the_environment_lands_nowhere_in_the_run_or_the_push(tmp_p
 
 
 def test_the_model_card_holds_no_absolute_path(lora_run, tmp_path):
-    from pipeline.runs.model_card import model_card
     from pipeline.registry import get_recipe
+    from pipeline.runs.model_card import model_card
 
     train = write_tsv(tmp_path / "train.tsv", [("a fine film", "1"), ("a dull film", "0")] * 20)
     run = tmp_path / "abs"
@@ -117,8 +116,8 @@ def test_overwrite_removes_the_previous_run_and_keeps_the_users_files(tmp_path):
 
 
 def test_integer_valued_float_labels_are_the_integers(tmp_path, sst2_rows):
-    from pipeline.data.tasks import load_text_classification
     from pipeline.config.schema import DatasetConfig
+    from pipeline.data.tasks import load_text_classification
 
     train = write_tsv(tmp_path / "train.tsv", [(s, f"{int(l)}.0") for s, l in sst2_rows[:200]])
     dev = write_tsv(tmp_path / "dev.tsv", sst2_rows[200:260])

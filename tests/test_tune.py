@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_cli
 
 pytest.importorskip("optuna", reason="the tune extra is not installed")

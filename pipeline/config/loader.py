@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from pipeline.config.schema import RunConfig, describe, one_line
 from pipeline.errors import PipelineError
 from pipeline.registry import config_dir
-from pipeline.config.schema import RunConfig, describe, one_line
 
 # --------------------------------------------------------------------------------------------
 # Loading and overrides

@@ -12,8 +12,8 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.errors import PipelineError
 from pipeline.data.words import join_words, split_words
+from pipeline.errors import PipelineError
 
 
 def load_lexicon(path: str | Path) -> dict[str, list[str]]:

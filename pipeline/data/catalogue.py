@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pipeline.errors import PipelineError
 from pipeline.data.readers import documents_from_text, read_conll, read_file, read_text
+from pipeline.errors import PipelineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 Kind = Literal["classification", "tagging", "corpus"]

@@ -17,7 +17,6 @@ import torch
 from transformers import DataCollatorForLanguageModeling
 
 from pipeline.errors import PipelineError
-from pipeline.log import log
 
 IS_NEXT, NOT_NEXT = 0, 1  # BertForPreTraining's next_sentence_label: 0 = B continues A
 

@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.data.catalogue import CATALOGUE, Entry, data_root, load_named
+from pipeline.data.readers import (
+    Columns,
+    Sentences,
+    check_exists,
+    documents_from_text,
+    read_conll,
+    read_file,
+    suffix_of,
+    text_lines,
+)
 from pipeline.errors import PipelineError
 from pipeline.log import log
-from pipeline.data.readers import (Columns, Sentences, check_exists, documents_from_text, read_conll, read_file, suffix_of,
-                              text_lines)
-
 
 # --------------------------------------------------------------------------------------------
 # Text classification data: columns checked, texts cleaned, labels mapped, splits made

@@ -23,9 +23,27 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from pipeline.runs import run_folder
 from pipeline.errors import PipelineError, require
-from pipeline.runs.loading import LoadOptions, device_type, load_run_tokenizer, resolve_device, resolve_precision
+from pipeline.inference.onnx_int8 import quantize_per_token, weight_steps_exact_here
+from pipeline.log import log
+from pipeline.models.pretrained import auto_model_class
+from pipeline.runs import run_folder
+from pipeline.runs.export import (
+    GRAPH_FILES,
+    ConversionError,
+    conversion_failed,
+    quiet,
+    runtime_graph,
+)
+from pipeline.runs.loading import (
+    GRAPH_TASKS,
+    LoadOptions,
+    device_type,
+    load_run_model,
+    load_run_tokenizer,
+    resolve_device,
+    resolve_precision,
+)
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_PRECISIONS = {"torch": ("fp32", "bf16", "int8"), "onnxruntime": ("fp32", "int8"),
@@ -88,8 +106,6 @@ class OnnxRuntimeRunner:
     backend = "onnxruntime"
 
     def __init__(self, folder: Path, precision: str = "fp32"):
-        from pipeline.runs.export import GRAPH_FILES
-
         ort = require("onnxruntime")
         path = folder / GRAPH_FILES["onnx"]
         if precision == "int8":
@@ -118,8 +134,6 @@ class OpenVinoRunner:
     backend = "openvino"
 
     def __init__(self, folder: Path, precision: str = "fp32"):
-        from pipeline.runs.export import GRAPH_FILES
-
         openvino = require("openvino")
         if precision == "bf16" and not openvino_has_bf16():
             raise PipelineError("--backend openvino --precision bf16 needs a CPU with bf16 units (AMX or "
@@ -193,8 +207,6 @@ def load_engine(run_dir: str | Path, auto_class: str, adapters: dict[str, str | 
     transformers Auto class the run loads with on torch. Under ``auto`` a run a runtime cannot hold
     (extra adapters, prompt or prefix tuning, a graph its converter fails on) runs on torch. A
     runtime backend with a converted graph starts without importing torch."""
-    from pipeline.runs.export import ConversionError, runtime_graph
-
     backend, precision = resolve_backend(options)
     on_torch = functools.partial(resolve_backend, replace(options, backend="torch"))  # auto's fallback
     if backend != "torch" and options.backend == "auto" and _torch_only(run_dir, auto_class, adapters, backend):
@@ -209,14 +221,12 @@ def load_engine(run_dir: str | Path, auto_class: str, adapters: dict[str, str | 
         except ConversionError as exc:
             if options.backend != "auto":
                 raise
-            from pipeline.log import log
-
             log.warning(f"{exc.failure}; running on torch")
             backend, precision = on_torch()
     if backend == "torch":
-        from pipeline.models.first_token import first_token_last_layer
-        from pipeline.models.pretrained import auto_model_class
-        from pipeline.runs.loading import load_run_model
+        from pipeline.models.first_token import (
+            first_token_last_layer,  # imports torch: only on this path
+        )
 
         loaded = load_run_model(run_dir, auto_model_class(auto_class), adapters, options)
         model = loaded.model if loaded.adapters else first_token_last_layer(loaded.model)
@@ -231,9 +241,6 @@ def load_engine(run_dir: str | Path, auto_class: str, adapters: dict[str, str | 
 def _torch_only(run_dir: str | Path, auto_class: str, adapters: dict[str, str | Path] | None, backend: str) -> bool:
     """Whether ``auto`` keeps a run on torch without trying a runtime: the run has extra adapters,
     virtual tokens (prompt, prefix), is no classifier, or its conversion failed before."""
-    from pipeline.runs.export import conversion_failed
-    from pipeline.runs.loading import GRAPH_TASKS
-
     if adapters or auto_class not in GRAPH_TASKS:
         return True
     return run_folder.load_run_config(run_dir).method in ("prompt", "prefix") or \
@@ -259,8 +266,6 @@ def _quantized(path: Path) -> Path:
     """The graph with int8 matrix multiplies, a scale per token and per weight column
     (``onnx_int8``), made once beside the graph for the weight range this CPU multiplies exactly
     (a graph made on one kind of CPU is not read on another)."""
-    from pipeline.inference.onnx_int8 import quantize_per_token, weight_steps_exact_here
-
     require("onnx")  # the graph rewrite's library, in the same extra as the runtime
     steps = weight_steps_exact_here()
     out = path.with_name("model_int8_per_token.onnx" if steps == 127 else f"model_int8_per_token_{steps}.onnx")
@@ -287,8 +292,6 @@ def _compressed(path: Path) -> Path:
     if not out.exists() or out.stat().st_mtime_ns < path.stat().st_mtime_ns:
         import contextlib
         import io
-
-        from pipeline.runs.export import quiet
 
         # NNCF prints a table and a progress bar on stdout, where predict writes its predictions.
         with quiet("nncf"), contextlib.redirect_stdout(io.StringIO()):

@@ -18,10 +18,10 @@ from typing import Any, ContextManager, Iterable, Iterator, Sequence, TextIO
 
 import numpy as np
 
-from pipeline.inference.backends import Runner, TorchRunner, load_engine
-from pipeline.errors import PipelineError
-from pipeline.runs.loading import LoadOptions
 from pipeline.data.words import encode_words, split_words
+from pipeline.errors import PipelineError
+from pipeline.inference.backends import Runner, TorchRunner, load_engine
+from pipeline.runs.loading import LoadOptions
 
 
 @dataclass

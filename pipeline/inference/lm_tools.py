@@ -14,7 +14,13 @@ from pipeline.errors import PipelineError
 from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.registry import get_recipe
 from pipeline.runs import run_folder
-from pipeline.runs.loading import LoadOptions, load_run_model, place, resolve_device, resolve_precision
+from pipeline.runs.loading import (
+    LoadOptions,
+    load_run_model,
+    place,
+    resolve_device,
+    resolve_precision,
+)
 
 
 def load(name: str, auto_class: Any, command: str, options: Any = None) -> tuple[Any, Any]:

@@ -43,7 +43,9 @@ PEFT_SAVED_HEADS = ("classifier", "score")
 
 def has_default_targets(model_type: str) -> bool:
     """Whether ``model_type``'s LoRA targets are known without looking at its layers."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS,
+    )
 
     return model_type in LORA_TARGETS or model_type in PEFT_TARGETS
 
@@ -51,7 +53,9 @@ def has_default_targets(model_type: str) -> bool:
 def lora_targets(model_type: str, module_names: list[str] | None = None) -> list[str]:
     """The default LoRA targets of ``model_type``; ``module_names`` (a model's, or a meta skeleton's)
     lets an unknown type be recognised by its layer names."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS,
+    )
 
     if model_type in LORA_TARGETS:
         return list(LORA_TARGETS[model_type])

@@ -17,9 +17,17 @@ from typing import Any
 
 import torch
 
-from pipeline.models.architectures import (head_modules, head_parameters_to_save, ia3_targets, linear_layer_names,
-                                    lora_targets, model_type_of)
 from pipeline.errors import PipelineError
+from pipeline.models.architectures import (
+    has_default_targets,
+    head_modules,
+    head_parameters_to_save,
+    ia3_targets,
+    linear_layer_names,
+    lora_targets,
+    model_type_of,
+)
+from pipeline.models.pretrained import load_model_config, skeleton
 
 # Learning rates that work for each method when the user sets none: full fine-tuning moves
 # pretrained weights and wants a small step; a fresh head, LoRA matrices (B starts at zero), IA3
@@ -52,9 +60,6 @@ def resolve_lora_targets(config: Any) -> None:
     none, so that run_config.yaml records what was adapted and a resume compares like with like."""
     if config.method not in LORA_FAMILY or config.lora.target_modules:
         return
-    from pipeline.models.architectures import has_default_targets, lora_targets
-    from pipeline.models.pretrained import load_model_config, skeleton
-
     from_scratch = config.recipe == "causal_lm" and config.lm.from_scratch
     model_type = "gpt2" if from_scratch else load_model_config(config.model).model_type
     names = None

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.models.pretrained import load_pretrained
 
 SETTINGS_FILE = "sentence_classifier.json"  # pooling, normalisation: what turns token states into the head's input
 HEAD_FILE = "classifier_head.safetensors"
@@ -82,8 +83,6 @@ class SentenceClassifier(torch.nn.Module):
     def from_pretrained(cls, folder: str | Path, trust_remote_code: bool = False) -> "SentenceClassifier":
         from safetensors.torch import load_file
         from transformers import AutoModel
-
-        from pipeline.models.pretrained import load_pretrained
 
         folder = Path(folder)
         settings = json.loads((folder / SETTINGS_FILE).read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.models.architectures import linear_layer_names
+from pipeline.models.architectures import linear_layer_names, lora_targets
 from pipeline.models.methods import expand_target_aliases
 from pipeline.models.pretrained import load_model_config, skeleton
 
@@ -86,8 +86,6 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
 def lora_count(model_name: str, r: int, targets: list[str] | None = None) -> LoraCount:
     """``pipeline lora-params``: LoRA parameters for a model named by alias, Hub id or folder; without
     ``targets``, the architecture's default query/value projections (what a run would adapt)."""
-    from pipeline.models.architectures import lora_targets
-
     config = load_model_config(model_name)
     model = skeleton(config)
     if targets is None:
@@ -151,9 +149,7 @@ def estimate(config: Any, model: torch.nn.Module, batch: int, seq_len: int, prec
     classifier = h * num_labels + num_labels  # the fresh task head; the base (BERT's pooler included) is in params
     head = h * h + h + classifier  # pooler + classifier: what head-only and the peft methods train in full
     if targets is None:  # what a run with no lora.target_modules adapts
-        from pipeline.models.architectures import lora_targets
-
-        targets = tuple(lora_targets(config.model_type, [n for n, _ in model.named_modules()]))
+            targets = tuple(lora_targets(config.model_type, [n for n, _ in model.named_modules()]))
     lora = lora_parameters(model, r, list(targets)).total + head
     ia3 = layers * (2 * h + config.intermediate_size) + head
     prompt = virtual_tokens * h + head

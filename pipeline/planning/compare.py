@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from pipeline.config.loader import apply_overrides, load_yaml, validate
+from pipeline.config.schema import METHODS
 from pipeline.errors import PipelineError
 from pipeline.log import log
-from pipeline.config.schema import METHODS
+from pipeline.registry import get_recipe
 from pipeline.training.setfit import SETFIT_TRAINING_KEYS
 
 RESULTS = ("comparison.json", "comparison.md", "comparison.png")
@@ -34,8 +35,6 @@ def compare(config_path: str | Path, overrides: list[str], methods: list[str], o
     data = apply_overrides(load_yaml(config_path), overrides)
     data.setdefault("output_dir", str(out_dir))
     base = validate(data)  # a bad key fails now, not after the first method has trained
-    from pipeline.registry import get_recipe
-
     recipe = get_recipe(base.recipe)
     recipe.require("compare")
     metric = recipe.metric

@@ -19,11 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config.loader import save_config, set_key, validate
+from pipeline.config.schema import RunConfig, SearchRange
 from pipeline.errors import PipelineError
 from pipeline.log import log
-from pipeline.models.methods import DEFAULT_LEARNING_RATE
+from pipeline.models.architectures import linear_layer_names, lora_targets
+from pipeline.models.methods import (
+    DEFAULT_LEARNING_RATE,
+    apply_method,
+    resolve_lora_targets,
+)
+from pipeline.models.pretrained import load_model_config, skeleton
 from pipeline.recipe import Recipe
-from pipeline.config.schema import RunConfig, SearchRange
+from pipeline.training.callbacks import NonFiniteLossGuard, ProgressLine
+from pipeline.training.trainer import (
+    check_machine,
+    resolve_training,
+    task_trainer,
+    training_arguments,
+)
 
 ADAPTER_RANKS = {"lora.r": SearchRange(choices=[4, 8, 16, 32]), "lora.alpha": SearchRange(choices=[8, 16, 32, 64])}
 SCHEDULE = {"training.num_train_epochs": SearchRange(low=1, high=5, integer=True),
@@ -47,9 +60,6 @@ def default_space(method: str, model_name: str | None = None) -> dict[str, Searc
 def target_sets(model_name: str) -> list[list[str]]:
     """LoRA's two usual target sets for a model: the architecture's query/value projections, and
     every linear layer of the base model by name (BERT: query, key, value, dense)."""
-    from pipeline.models.architectures import linear_layer_names, lora_targets
-    from pipeline.models.pretrained import load_model_config, skeleton
-
     config = load_model_config(model_name)
     model = skeleton(config)
     attention = lora_targets(config.model_type, [name for name, _ in model.named_modules()])
@@ -108,10 +118,6 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
     except ImportError:
         raise PipelineError('pipeline tune needs Optuna: pip install -e ".[tune]"') from None
     from transformers import set_seed
-
-    from pipeline.training.callbacks import NonFiniteLossGuard, ProgressLine
-    from pipeline.models.methods import apply_method, resolve_lora_targets
-    from pipeline.training.trainer import check_machine, resolve_training, task_trainer, training_arguments
 
     recipe.require("tune")
     if config.method == "setfit":

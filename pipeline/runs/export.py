@@ -22,6 +22,7 @@ from typing import Any
 
 from pipeline.runs import run_folder
 from pipeline.errors import PipelineError, require
+from pipeline.log import log
 from pipeline.models.pretrained import auto_model_class
 from pipeline.runs.loading import GRAPH_TASKS, LoadOptions, check_graph_task, load_run_model
 
@@ -83,7 +84,7 @@ def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> list[str]:
     the graph's input names."""
     import torch
 
-    from pipeline.models.first_token import first_token_last_layer
+    from pipeline.models.first_token import first_token_last_layer  # imports torch: converting needs it, reading does not
 
     model = first_token_last_layer(loaded.model.float().eval())
     # The graph's inputs: what the tokenizer gives and the model's forward names (a BERT WordPiece
@@ -180,8 +181,6 @@ def _runtime_graph(run_dir: Path, fmt: str, auto_class: str, options: LoadOption
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError:
-        from pipeline.log import log
-
         log.warning(f"run folder {run_dir} is read-only: converting to {fmt} for this process only")
         return export_run(run_dir, Path(tempfile.mkdtemp(prefix=f"pipeline-{fmt}-")) / fmt, auto_model_class(auto_class), fmt, options)
     failed = cache.parent / EXPORT_FORMAT_FAILED.format(fmt=fmt)

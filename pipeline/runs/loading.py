@@ -121,7 +121,7 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     is then called ``default``. With no extra adapters a LoRA adapter is merged into the base,
     which gives the same predictions at plain-model speed.
     """
-    from pipeline.models.sentence_classifier import SentenceClassifier, is_setfit_run
+    from pipeline.models.sentence_classifier import SentenceClassifier, is_setfit_run  # imports torch
 
     run_dir = Path(run_dir)
     if options.backend not in ("torch", "auto"):  # classifiers reach the runtimes through backends.load_engine

@@ -13,6 +13,7 @@ import yaml
 from huggingface_hub import ModelCardData
 
 from pipeline.runs import run_folder
+from pipeline.data.catalogue import CATALOGUE
 from pipeline.recipe import Recipe
 from pipeline.models.sentence_classifier import HEAD_FILE, is_setfit_run
 
@@ -54,8 +55,6 @@ HUB_TASKS = {"sequence_classification": "text-classification", "token_classifica
 def eval_results(config: Any, metrics: dict[str, Any]) -> list[Any]:
     """The run's scores as the Hub's structured evaluation results, shown on the model's page."""
     from huggingface_hub import EvalResult
-
-    from pipeline.data.catalogue import CATALOGUE
 
     entry = CATALOGUE.get(config.dataset.name or "")
     name = config.dataset.name or public_name(config.dataset.train_file)

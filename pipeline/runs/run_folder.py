@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.loader import save_config, validate
+from pipeline.config.loader import load_yaml, save_config, validate
 from pipeline.errors import PipelineError
 from pipeline.log import log
 from pipeline.config.schema import RunConfig
@@ -170,8 +170,6 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     path = run_dir / CONFIG_FILE
     if not path.exists():
         raise PipelineError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give the output_dir of a run")
-    from pipeline.config.loader import load_yaml
-
     return validate(load_yaml(path), finished_run=True)
 
 

@@ -142,7 +142,10 @@ def full_state_dict(trainer) -> dict[str, torch.Tensor] | None:
 def end_zero3_loading() -> None:
     """After a ZeRO-3 run transformers would still build every model partitioned across processes;
     the run's final scoring reloads it on the main process alone."""
-    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+    from transformers.integrations.deepspeed import (
+        is_deepspeed_zero3_enabled,
+        unset_hf_deepspeed_config,
+    )
 
     if is_deepspeed_zero3_enabled():
         unset_hf_deepspeed_config()

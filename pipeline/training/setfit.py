@@ -11,7 +11,6 @@ which every engine, backend and export reads like any other classifier.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,11 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.data.tasks import load_text_classification, split_summary
 from pipeline.errors import PipelineError, require
 from pipeline.log import log
 from pipeline.models.methods import DEFAULT_LEARNING_RATE
+from pipeline.models.pretrained import check_pickles, load_model_config, resolve_model
 from pipeline.models.sentence_classifier import POOLING_MODES, SentenceClassifier
 from pipeline.runs import run_folder
+from pipeline.training.callbacks import MetricsLog, PairLossAsLoss, ProgressLine
+from pipeline.training.trainer import finish_run, peak_memory_mb
 
 # The training keys a SetFit run reads (its other settings are SetFit's own); any other is refused.
 SETFIT_TRAINING_KEYS = {"num_train_epochs": 1, "per_device_train_batch_size": 16,
@@ -80,8 +83,6 @@ def check_encoder(model_name: str) -> None:
     """SetFit embeds sentences with a bidirectional encoder; a decoder-only language model is refused."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    from pipeline.models.pretrained import load_model_config
-
     config = load_model_config(model_name)
     if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_decoder", False):
         raise PipelineError(f"method setfit needs a bidirectional sentence encoder (minilm, mpnet, BERT-style "
@@ -109,9 +110,6 @@ def train_setfit(config: Any, recipe: Any, overwrite: bool = False, resume: str 
                             "train again with --overwrite")
     from transformers import set_seed
 
-    from pipeline.data.tasks import load_text_classification, split_summary
-    from pipeline.models.pretrained import check_pickles, resolve_model
-    from pipeline.training.trainer import finish_run, peak_memory_mb
 
     require("setfit", "setfit")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -152,8 +150,6 @@ def train_setfit(config: Any, recipe: Any, overwrite: bool = False, resume: str 
     log.info(f"model: {config.model} with method setfit: {pairs:,} sentence pairs per epoch, "
              f"then a logistic-regression head on {pooling}-pooled{' normalised' if normalize else ''} embeddings")
     from transformers.trainer_callback import PrinterCallback
-
-    from pipeline.training.callbacks import MetricsLog, PairLossAsLoss, ProgressLine
 
     trainer = setfit.Trainer(model=model, args=args, train_dataset=train_rows.select_columns(["text", "label"]),
                              callbacks=[PairLossAsLoss(), ProgressLine(), MetricsLog(run_dir / run_folder.LOG_FILE)])

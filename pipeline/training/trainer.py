@@ -20,17 +20,34 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from pipeline.runs import run_folder
-from pipeline.training.callbacks import AdaLoraSchedule, MetricsLog, NonFiniteLossGuard, ProgressLine
-from pipeline.training.distributed import (check_fsdp_launch, end_zero3_loading, full_state_dict, leave_process_group,
-                                  separate_whole_parameters, setup_fsdp)
+from pipeline.config.schema import TRAINING_EXTRAS, RunConfig, validate_training
 from pipeline.errors import PipelineError
 from pipeline.log import log
-from pipeline.models.methods import DEFAULT_LEARNING_RATE, apply_method, parameter_report, resolve_lora_targets
 from pipeline.metrics.scores import plot_curves
-from pipeline.runs.model_card import write_model_card
+from pipeline.models.methods import (
+    DEFAULT_LEARNING_RATE,
+    apply_method,
+    parameter_report,
+    resolve_lora_targets,
+)
 from pipeline.recipe import Recipe, Task
-from pipeline.config.schema import RunConfig, TRAINING_EXTRAS, validate_training
+from pipeline.runs import run_folder
+from pipeline.runs.hub import push
+from pipeline.runs.model_card import write_model_card
+from pipeline.training.callbacks import (
+    AdaLoraSchedule,
+    MetricsLog,
+    NonFiniteLossGuard,
+    ProgressLine,
+)
+from pipeline.training.distributed import (
+    check_fsdp_launch,
+    end_zero3_loading,
+    full_state_dict,
+    leave_process_group,
+    separate_whole_parameters,
+    setup_fsdp,
+)
 
 
 class PipelineTrainer(Trainer):
@@ -312,6 +329,4 @@ def finish_run(config: RunConfig, recipe: Recipe, run_dir: Path, splits: tuple[s
     run_folder.record_outputs(run_dir)  # everything the run wrote: what --overwrite may remove later
     log.info(f"run folder: {run_dir}")
     if config.hub.push_to_hub:
-        from pipeline.runs.hub import push
-
         push(run_dir, config.hub.repo_id, recipe, private=config.hub.private, merged=config.hub.merged)
