@@ -9,7 +9,7 @@ steps), no evaluation during training; setfit runs recipes/configs/sst2_setfit.y
 training call alone (model loading and dev scoring excluded), for every row alike.
 
 Writes the table to stdout and bench/out/small_data/results.json, and the crossover table that
-`pipeline advise` reads to pipeline/crossovers.json. Not part of CI (about 50 minutes on 2 CPU cores;
+`pipeline advise` reads to pipeline/planning/crossovers.json. Not part of CI (about 50 minutes on 2 CPU cores;
 finished runs are kept and skipped on a rerun).
 
     python bench/small_data.py [--sizes 32 128 512 2048] [--seeds 1 2] [--methods setfit lora full head]
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.cli import main  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "small_data"
-CROSSOVERS = Path(__file__).resolve().parents[1] / "pipeline" / "crossovers.json"
+CROSSOVERS = Path(__file__).resolve().parents[1] / "pipeline" / "planning" / "crossovers.json"
 MIN_STEPS = 160
 BATCH = {"lora": 16, "full": 16, "head": 32}  # the shipped configs' batch sizes
 PEER_SIZES = (32, 128)

@@ -134,7 +134,7 @@ def test_advise_recommends_the_method_measured_best_at_the_nearest_size():
     from pipeline.planning.advise import GiB, advise, crossovers
 
     table = crossovers()
-    assert table is not None, "pipeline/crossovers.json is written by bench/small_data.py"
+    assert table is not None, "pipeline/planning/crossovers.json is written by bench/small_data.py"
     for row in table["crossovers"]:
         advice = advise("bert-base-uncased", train_size=row["train_size"], gpu_memory=80 * GiB)
         assert advice.method == row["best"], row

@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal
 from pipeline.data.readers import documents_from_text, read_conll, read_file, read_text
 from pipeline.errors import PipelineError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # pipeline/data/catalogue.py -> the project
 Kind = Literal["classification", "tagging", "corpus"]
 Splits = dict[str, Any]  # split -> Columns (classification), Sentences (tagging) or list of documents (corpus)
 
