@@ -119,10 +119,12 @@ class Model:
 
     - classification runs: per text ``{"label", "score"}`` (``top_k=K``: the K best; ``adapter=NAME``)
     - NER runs: per text its entities ``{"entity", "text", "start", "end", "score"}``
+    - question-answering runs: per ``{"question", "context"}`` (or a (question, context) pair) its answer
+      ``{"question", "answer", "score", "start", "end"}`` with ``context[start:end] == answer`` (``top_k``)
     - masked-LM runs: per text, for each mask, the candidates ``{"token", "score"}`` (``top_k``)
     - causal-LM runs: per prompt its continuation (``max_new_tokens``, ``temperature``, ``top_p``, ``seed``)
 
-    A single string gives its one result; a list gives a list. ``engine`` is what runs underneath
+    A single string (or question) gives its one result; a list gives a list. ``engine`` is what runs underneath
     (``TextClassifier``, ``TokenTagger``, ``MaskFiller`` or ``TextGenerator``).
     """
 
@@ -132,8 +134,8 @@ class Model:
         self.recipe: str = recipe.name
         self.device, self.backend, self.precision = device, backend, precision
 
-    def __call__(self, texts: str | Sequence[str], **options: Any) -> Any:
-        if isinstance(texts, str):
+    def __call__(self, texts: str | dict[str, str] | Sequence[Any], **options: Any) -> Any:
+        if isinstance(texts, (str, dict)):
             return self._predict([texts], **options)[0]
         return self._predict(list(texts), **options)
 
@@ -188,6 +190,29 @@ def _tagger(run_dir: Path, recipe: Any, options: Any, adapters: dict[str, Any], 
     return Model(run_dir, recipe, engine, engine.entities, *_runner_facts(engine.runner))
 
 
+def _answerer(run_dir: Path, recipe: Any, options: Any, adapters: dict[str, Any], batch_size: int | None,
+              max_length: int | None) -> Model:
+    from pipeline.inference.question_answering import QuestionAnswerer
+
+    _no_adapters(adapters, recipe)
+    engine = QuestionAnswerer.from_run(run_dir, batch_size=batch_size, max_length=max_length, options=options)
+
+    def predict(items: list[Any], top_k: int | None = None) -> list[Any]:
+        pairs = [_question_pair(item, i) for i, item in enumerate(items)]
+        return engine.answers([q for q, _ in pairs], [c for _, c in pairs], top_k=top_k)
+
+    return Model(run_dir, recipe, engine, predict, *_runner_facts(engine.runner))
+
+
+def _question_pair(item: Any, index: int) -> tuple[Any, Any]:
+    if isinstance(item, dict) and "question" in item and "context" in item:
+        return item["question"], item["context"]
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    raise PipelineError(f"item {index + 1} is not a question with its context; give "
+                        f"{{\"question\": ..., \"context\": ...}} or a (question, context) pair")
+
+
 def _mask_filler(run_dir: Path, recipe: Any, options: Any, adapters: dict[str, Any], batch_size: int | None,
                  max_length: int | None) -> Model:
     from pipeline.inference.lm_tools import MaskFiller
@@ -219,7 +244,7 @@ def _torch_options(options: Any) -> Any:
     from dataclasses import replace
 
     if options.backend not in ("auto", "torch"):
-        raise PipelineError(f"--backend {options.backend} covers sequence- and token-classification runs; "
+        raise PipelineError(f"--backend {options.backend} covers sequence- and token-classification and question-answering runs; "
                             f"language models run on --backend torch")
     return replace(options, backend="torch")
 
@@ -237,8 +262,8 @@ def _no_adapters(adapters: dict[str, Any], recipe: Any) -> None:
 
 
 # The inference command a recipe's runs support -> how ``load`` builds their engine.
-ENGINES: dict[str, Callable[..., Model]] = {"predict": _classifier, "ner": _tagger, "fill-mask": _mask_filler,
-                                            "generate": _generator}
+ENGINES: dict[str, Callable[..., Model]] = {"predict": _classifier, "ner": _tagger, "qa": _answerer,
+                                            "fill-mask": _mask_filler, "generate": _generator}
 
 
 def evaluate(run_dir: str | Path, split: str = "validation", *, batch_size: int | None = None, device: str = "auto",

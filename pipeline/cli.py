@@ -88,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="sentences per forward pass (default: 32 on a CPU, 128 on a GPU)")
     _add_load_options(p, backend=True)
 
+    p = command("qa", cmd_qa, "answer questions from their contexts with a question-answering run")
+    p.add_argument("run", help="a question_answering run folder")
+    p.add_argument("--question", action="append", default=[], help="a question (repeatable)")
+    p.add_argument("--context", action="append", default=[],
+                   help="the passage to answer from: one for every question, or one per --question")
+    p.add_argument("--file", help="questions, streamed: .jsonl, .csv or .tsv with question and context columns")
+    p.add_argument("--question-column", default="question", help="the question field of --file")
+    p.add_argument("--context-column", default="context", help="the context field of --file")
+    p.add_argument("--top-k", type=int, help="also give the k best answers with their scores")
+    p.add_argument("--json", action="store_true", help='print JSON lines {"question", "answer", "score", "start", "end"}')
+    p.add_argument("--batch-size", type=int, help="windows per forward pass (default: 32 on a CPU, 128 on a GPU)")
+    p.add_argument("--max-length", type=int, help="tokens per window (default: the run's max_length)")
+    _add_load_options(p, backend=True)
+
     p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict)")
     p.add_argument("run", help="a run folder")
     p.add_argument("--host", default="127.0.0.1")
@@ -310,6 +324,52 @@ def cmd_ner(args: argparse.Namespace) -> int:
                 found = "; ".join(f"{e['text']}: {e['entity']} ({e['score']:.2f})" for e in entities)
                 print(f"{text}\n  -> {found or 'no entities'}")
     return 0
+
+
+def cmd_qa(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.api import run_recipe
+    from pipeline.inference.engines import chunks
+
+    run_recipe(args.run, "qa")  # a run of another task fails before its questions are read
+    if args.top_k is not None and args.top_k <= 0:
+        raise PipelineError(f"--top-k must be positive, got {args.top_k}")
+    pairs = question_pairs(args)
+    model = load_model(args, "qa")
+    for chunk in chunks(pairs, 256):
+        for answer in model(chunk, top_k=args.top_k):
+            best = answer[0] if args.top_k else answer
+            if args.json:
+                print(json.dumps({**best, "top_k": answer} if args.top_k else best, ensure_ascii=False))
+            else:
+                print(f"{best['answer']}\t{best['score']:.4f}\t{best['question']}")
+    return 0
+
+
+def question_pairs(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """The questions with their contexts, from --question/--context or streamed from --file; the first
+    problem stops the command before a model loads."""
+    import itertools
+
+    from pipeline.data.readers import iter_question_pairs
+
+    if args.file:
+        if args.question or args.context:
+            raise PipelineError("give --file, or --question with --context, not both")
+        pairs = iter_question_pairs(Path(args.file), args.question_column, args.context_column)
+    else:
+        if not args.question or not args.context:
+            raise PipelineError("no questions to answer; give --question Q --context C (repeatable), or --file FILE")
+        if len(args.context) not in (1, len(args.question)):
+            raise PipelineError(f"{len(args.question)} questions and {len(args.context)} contexts; give one context "
+                                f"for all questions or one per question")
+        contexts = args.context * len(args.question) if len(args.context) == 1 else args.context
+        pairs = iter([{"question": q, "context": c} for q, c in zip(args.question, contexts)])
+    first = next(pairs, None)
+    if first is None:
+        raise PipelineError(f"{args.file} holds no questions")
+    return itertools.chain([first], pairs)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

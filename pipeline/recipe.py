@@ -17,8 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.models.pretrained import auto_model_class
 
 # Every command that takes a run folder or a recipe config, in the order the README's table lists them.
-COMMANDS = ("train", "evaluate", "compare", "tune", "predict", "serve", "ner", "fill-mask", "generate", "inspect", "export",
-            "push")
+COMMANDS = ("train", "evaluate", "compare", "tune", "predict", "serve", "ner", "qa", "fill-mask", "generate", "inspect",
+            "export", "push")
 
 
 @dataclass

@@ -6,6 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-NAMES = ("sequence_classification", "token_classification", "masked_lm", "causal_lm")
+NAMES = ("sequence_classification", "token_classification", "question_answering", "masked_lm", "causal_lm")
 
 CONFIG_DIR = Path(__file__).parent / "configs"

@@ -192,3 +192,33 @@ def test_onnx_runtime_and_openvino_run_other_architectures_like_torch(model_type
 
 def sst2_rows_of(path):
     return [line.split("\t")[:2] for line in path.read_text(encoding="utf-8").splitlines()[1:]]
+
+
+@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2"])
+def test_question_answering_trains_with_lora_defaults_and_exports(model_type, zoo, tmp_path):
+    """A span head on other architectures: LoRA finds their query/value layers, the merged export is
+    transformers' own QA class with the run's logits, and the ONNX graph answers like torch."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    import pipeline
+
+    run = tmp_path / "qa"
+    assert run_cli("train", "squad_lora", f"model={zoo(model_type)}", "lora.target_modules=null",
+                   "dataset.max_train_samples=48", "dataset.max_eval_samples=16", *STEPS, "dataset.max_length=96",
+                   "qa.doc_stride=24",
+                   f"output_dir={run}") == 0
+    assert yaml.safe_load((run / "run_config.yaml").read_text())["lora"]["target_modules"] == TARGETS[model_type]
+    assert run_cli("export", run, tmp_path / "merged", "--merge") == 0
+    merged = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "merged").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    question, context = "Who starred?", REVIEWS[0] + " " + REVIEWS[2]
+    encoded = tokenizer(question, context, return_tensors="pt")
+    encoded = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+               and (k != "token_type_ids" or model_type != "distilbert")}
+    loaded = load_run_model(run, AutoModelForQuestionAnswering, options=LoadOptions(device="cpu", precision="fp32"))
+    with torch.inference_mode():
+        ours, theirs = loaded.model(**encoded), merged(**encoded)
+    torch.testing.assert_close(ours.start_logits, theirs.start_logits, atol=1e-4, rtol=0)
+    on_torch = pipeline.load(run, device="cpu", backend="torch")({"question": question, "context": context})
+    on_onnx = pipeline.load(run, device="cpu", backend="onnxruntime")({"question": question, "context": context})
+    assert (on_onnx["answer"], on_onnx["start"]) == (on_torch["answer"], on_torch["start"])

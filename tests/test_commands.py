@@ -18,6 +18,8 @@ RUNS = {
                                 "training.max_steps=4"],
     "token_classification": ["wnut17_lora", "dataset.max_train_samples=64", "dataset.max_eval_samples=24",
                              "training.max_steps=4"],
+    "question_answering": ["squad_lora", "dataset.max_train_samples=24", "dataset.max_eval_samples=12",
+                           "dataset.max_length=96", "qa.doc_stride=32", "training.max_steps=3"],
     "masked_lm": ["tiny_shakespeare_mlm", "dataset.max_train_samples=120", "dataset.max_eval_samples=20",
                   "training.max_steps=6"],
     "causal_lm": ["tiny_shakespeare_gpt2", "dataset.max_train_samples=200", "dataset.max_eval_samples=20",
@@ -25,6 +27,7 @@ RUNS = {
 }
 # The arguments each command takes after the run folder.
 ARGS = {"predict": ["--text", "A fine film."], "serve": ["--port", "0"], "ner": ["--text", "Paris is nice."],
+        "qa": ["--question", "Where is it?", "--context", "It is in Paris."],
         "fill-mask": ["The [MASK] is here."], "generate": ["ROMEO:", "--max-new-tokens", "4"]}
 
 
@@ -64,6 +67,7 @@ def test_evaluate_reproduces_the_recorded_metrics_exactly(recipe, runs, capsys):
 
 @pytest.mark.parametrize("recipe,model_class", [("sequence_classification", "BertForSequenceClassification"),
                                                 ("token_classification", "BertForTokenClassification"),
+                                                ("question_answering", "BertForQuestionAnswering"),
                                                 ("masked_lm", "BertForMaskedLM"), ("causal_lm", "GPT2LMHeadModel")])
 def test_export_writes_the_recipes_own_model_class(recipe, model_class, runs, tmp_path):
     from transformers import AutoConfig
@@ -110,7 +114,7 @@ def test_readme_table_matches_the_recipes():
 @pytest.mark.parametrize("recipe", ["masked_lm", "causal_lm"])
 def test_runtime_formats_and_backends_are_refused_for_language_models(recipe, runs, tmp_path, capsys):
     model_class = "AutoModelForMaskedLM" if recipe == "masked_lm" else "AutoModelForCausalLM"
-    tail = (f"covers sequence- and token-classification runs; this run loads as {model_class}: "
+    tail = (f"covers sequence- and token-classification and question-answering runs; this run loads as {model_class}: "
             f"use the torch backend and the transformers format")
     assert run_cli("export", runs[recipe], tmp_path / "out", "--format", "onnx") == 2
     assert capsys.readouterr().err.strip() == f"error: --format onnx {tail}"

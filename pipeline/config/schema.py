@@ -47,6 +47,10 @@ class DatasetConfig(Section):
     # text classification, few-shot: this many seeded training rows of each label (balanced classes)
     samples_per_label: int | None = Field(None, gt=0)
     validation_split: float = Field(0.1, gt=0, lt=1)  # share of train held out when there is no validation split
+    # question answering: the columns of flat files (SQuAD JSON is read as published)
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"  # {"text": [...], "answer_start": [...]}; empty lists: no answer
     # token classification only
     tag_scheme: Literal["IOB1", "IOB2"] = "IOB2"  # of local files: IOB1 is converted to IOB2
     label_all_subtokens: bool = False  # label every sub-token of a word, not just the first
@@ -101,6 +105,18 @@ class SetFitConfig(Section):
     # at most this many pairs an epoch: past a few hundred sentences more pairs cost time, and
     # other methods overtake SetFit there anyway (bench/small_data.py)
     max_pairs: int = Field(4000, gt=0)
+
+
+class QAConfig(Section):
+    """Extractive question answering: how long contexts are windowed and how answers are decoded."""
+    doc_stride: int = Field(128, gt=0)  # tokens two windows of one context share
+    max_answer_length: int = Field(30, gt=0)  # tokens
+    n_best: int = Field(20, gt=0)  # start and end candidates per window, and answers kept per question
+    # SQuAD v2: a question may have no answer; "" is answered when the null score beats the best
+    # span's by more than null_threshold
+    version_2: bool = False
+    null_threshold: float = 0.0
+    f1_unit: Literal["word", "char"] | None = None  # None: the dataset's (char for Japanese, JGLUE's convention)
 
 
 class AugmentConfig(Section):
@@ -212,6 +228,7 @@ class RunConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)  # lora, dora and adalora
     prompt: PromptConfig = Field(default_factory=PromptConfig)  # prompt and prefix
     setfit: SetFitConfig = Field(default_factory=SetFitConfig)  # method setfit
+    qa: QAConfig = Field(default_factory=QAConfig)  # question_answering
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
     hub: HubConfig = Field(default_factory=HubConfig)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from pipeline.data.readers import documents_from_text, read_conll, read_file, read_text
+from pipeline.data.readers import documents_from_text, read_conll, read_file, read_squad_json, read_text
 from pipeline.errors import PipelineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # pipeline/data/catalogue.py -> the project
-Kind = Literal["classification", "tagging", "corpus"]
-Splits = dict[str, Any]  # split -> Columns (classification), Sentences (tagging) or list of documents (corpus)
+Kind = Literal["classification", "tagging", "corpus", "qa"]
+Splits = dict[str, Any]  # split -> Columns (classification, qa), Sentences (tagging) or documents (corpus)
 
 
 def data_root() -> Path | None:
@@ -43,6 +43,7 @@ class Entry:
     label_column: str = "label"
     label_names: tuple[str, ...] = ()
     scheme: str = "IOB2"  # tagging: the local files' scheme (IOB1 is converted)
+    f1_unit: str = "word"  # qa: what answer F1 counts (characters for Japanese, JGLUE's convention)
 
 
 def _sst2(folder: Path) -> Splits:
@@ -85,6 +86,10 @@ def _tiny_shakespeare(folder: Path) -> Splits:
     return {"train": documents_from_text(text[:cut]), "validation": documents_from_text(text[cut:])}
 
 
+def _squad_files(files: dict[str, str]) -> Callable[[Path], Splits]:
+    return lambda folder: {split: read_squad_json(folder / name) for split, name in files.items()}
+
+
 CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     Entry("sst2", "classification", "glue", "sst2", _sst2, hub_config="sst2", text_column="sentence",
           label_names=("negative", "positive")),
@@ -96,6 +101,14 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     Entry("conll2003", "tagging", "eriktks/conll2003", "conll2003", _conll_files(
         {"train": "eng.train", "validation": "eng.testa", "test": "eng.testb"}), scheme="IOB1"),
     Entry("tiny_shakespeare", "corpus", "karpathy/tiny_shakespeare", "tiny_shakespeare", _tiny_shakespeare),
+    # No training set offline: the official dev set's second half trains, its first half evaluates.
+    Entry("squad", "qa", "rajpurkar/squad", "squad", _squad_files(
+        {"train": "dev-v1.1-part2.json", "validation": "dev-v1.1-part1.json"})),
+    Entry("squad_v2", "qa", "rajpurkar/squad_v2", "squad_v2", _squad_files(
+        {"train": "train-v2.0.json", "validation": "dev-v2.0.json"})),
+    # JGLUE's valid set trains and its test set evaluates offline; online, the Hub's train and validation.
+    Entry("jsquad", "qa", "shunk031/JGLUE", "jsquad", _squad_files(
+        {"train": "valid-v1.3.json", "validation": "test-v1.3.json"}), hub_config="JSQuAD", f1_unit="char"),
 )}
 
 

@@ -182,6 +182,28 @@ def iter_texts(path: Path, column: str = "text") -> Iterator[str]:
 Sentences = dict[str, list[list[str]]]  # {"tokens": [[...], ...], "tags": [[...], ...]}
 
 
+def iter_question_pairs(path: Path, question_column: str = "question",
+                        context_column: str = "context") -> Iterator[dict[str, str]]:
+    """Questions with their contexts to answer, streamed from .jsonl, .csv or .tsv; a row with a
+    missing or empty field stops with its line number."""
+    if not path.is_file():
+        raise PipelineError(f"input file {path} does not exist or is not a file; check the path")
+    if path.suffix.lower() not in STREAMED:
+        raise PipelineError(f"input file {path}: use .jsonl, .csv or .tsv with {question_column} and "
+                            f"{context_column} columns")
+    for number, row in iter_rows(path):
+        pair = {}
+        for role, column in (("question", question_column), ("context", context_column)):
+            value = row.get(column)
+            if column not in row:
+                raise PipelineError(f"{path} line {number} has no {column!r} field; its fields are "
+                                    f"{', '.join(map(str, row))}; pass --{role}-column")
+            if not isinstance(value, str) or not value.strip():
+                raise PipelineError(f"{path} line {number}: the {role} is empty or not text; fix or remove that line")
+            pair[role] = value
+        yield pair
+
+
 def documents_from_text(text: str) -> list[str]:
     """Documents separated by blank lines (BERT's pretraining format; the speeches of a play)."""
     return [d.strip("\n") for d in re.split(r"\n\s*\n", text) if d.strip()]
@@ -218,3 +240,45 @@ def read_conll(path: str | Path) -> Sentences:
     if not tokens:
         raise PipelineError(f"data file {path} holds no sentences")
     return {"tokens": tokens, "tags": tags}
+
+
+# Question answering: one row per question
+QA_COLUMNS = ("id", "question", "context", "answers")
+
+
+def read_squad_json(path: str | Path) -> dict[str, list[Any]]:
+    """A SQuAD-format JSON file as columns: one row per question."""
+    path = Path(path)
+    check_exists(path)
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{path} line {exc.lineno} is not valid JSON ({exc.msg}); fix the file") from None
+    columns: dict[str, list[Any]] = {name: [] for name in QA_COLUMNS}
+    articles = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(articles, list):
+        raise PipelineError(f"{path} is not SQuAD JSON (no \"data\" list of articles); use that layout, or rows "
+                            f"with question, context and answers columns")
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(_items(article, "paragraphs", f"{path} article {a + 1}")):
+            where = f"{path} article {a + 1} paragraph {p + 1}"
+            if not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str):
+                raise PipelineError(f"{where} has no context text; each paragraph needs \"context\" and \"qas\"")
+            for q, qa in enumerate(_items(paragraph, "qas", where)):
+                answers = qa.get("answers", []) if isinstance(qa, dict) else None
+                if not isinstance(answers, list) or not all(isinstance(x, dict) for x in answers):
+                    raise PipelineError(f"{where} question {q + 1}: \"answers\" must be a list of "
+                                        f"{{\"text\", \"answer_start\"}} objects")
+                columns["id"].append(str(qa.get("id", f"{a}-{p}-{q}")))
+                columns["question"].append(qa.get("question"))
+                columns["context"].append(paragraph["context"])
+                columns["answers"].append({"text": [x.get("text") for x in answers],
+                                           "answer_start": [x.get("answer_start") for x in answers]})
+    return columns
+
+
+def _items(node: Any, key: str, where: str) -> list[Any]:
+    items = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(items, list):
+        raise PipelineError(f"{where} has no {key!r} list; check the file's SQuAD layout")
+    return items

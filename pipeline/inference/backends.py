@@ -224,12 +224,12 @@ def load_engine(run_dir: str | Path, auto_class: str, adapters: dict[str, str | 
             log.warning(f"{exc.failure}; running on torch")
             backend, precision = on_torch()
     if backend == "torch":
-        from pipeline.models.first_token import (
-            first_token_last_layer,  # imports torch: only on this path
-        )
+        # both import torch: only this path needs it
+        from pipeline.models.first_token import first_token_last_layer
+        from pipeline.models.span_logits import span_logits
 
         loaded = load_run_model(run_dir, auto_model_class(auto_class), adapters, options)
-        model = loaded.model if loaded.adapters else first_token_last_layer(loaded.model)
+        model = span_logits(loaded.model if loaded.adapters else first_token_last_layer(loaded.model))
         return Engine(TorchRunner(model, precision), loaded.tokenizer, loaded.label_names,
                       loaded.config.dataset.max_length, loaded.adapters)
     config = run_folder.load_run_config(run_dir)

@@ -110,9 +110,10 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None, fre
 
     task = getattr(peft.TaskType, task_type) if task_type else None  # None: any model (masked LMs)
     if method in ("prompt", "prefix"):
-        if method == "prompt" and task_type == "TOKEN_CLS":
-            raise PipelineError("method prompt does not fit token classification: the virtual tokens shift "
-                                "every tag position; choose lora, dora, adalora or ia3")
+        if method == "prompt" and task_type in ("TOKEN_CLS", "QUESTION_ANS"):
+            what = "token classification: the virtual tokens shift every tag position" if task_type == "TOKEN_CLS" \
+                else "question answering: the virtual tokens shift every answer position"
+            raise PipelineError(f"method prompt does not fit {what}; choose lora, dora, adalora or ia3")
         if method == "prefix" and task_type != "CAUSAL_LM" and \
                 "past_key_values" not in inspect.signature(model.forward).parameters:
             # peft's classification path looks for a past_key_values argument: BERT-family encoders

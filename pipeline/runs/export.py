@@ -84,12 +84,14 @@ def _write_graph(loaded: Any, out_dir: Path, fmt: str) -> list[str]:
     the graph's input names."""
     import torch
 
-    from pipeline.models.first_token import first_token_last_layer  # imports torch: converting needs it, reading does not
+    # both import torch: converting needs it, reading a converted graph does not
+    from pipeline.models.first_token import first_token_last_layer
+    from pipeline.models.span_logits import span_logits
 
-    model = first_token_last_layer(loaded.model.float().eval())
+    model = span_logits(first_token_last_layer(loaded.model.float().eval()))  # QA: start and end as one output
     # The graph's inputs: what the tokenizer gives and the model's forward names (a BERT WordPiece
     # tokenizer gives token_type_ids, which DistilBERT's forward would only swallow in **kwargs).
-    accepted = inspect.signature(model.forward).parameters
+    accepted = getattr(model, "input_names", None) or inspect.signature(model.forward).parameters
     example = loaded.tokenizer(["a short text", "a somewhat longer text to trace the padding with"],
                                padding=True, return_tensors="pt")
     example = {name: example[name] for name in loaded.tokenizer.model_input_names

@@ -22,9 +22,10 @@ if TYPE_CHECKING:  # torch is imported where a model runs: the runtime backends 
     import torch
 
 PRECISIONS = ("fp32", "bf16", "int8")
-# What the ONNX and OpenVINO formats and backends hold: a classifier's logits.
+# What the ONNX and OpenVINO formats and backends hold: logits per text or per token.
 GRAPH_TASKS = {"AutoModelForSequenceClassification": "sequence_classification",
-               "AutoModelForTokenClassification": "token_classification"}
+               "AutoModelForTokenClassification": "token_classification",
+               "AutoModelForQuestionAnswering": "question_answering"}  # start and end logits as one output
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
 
@@ -85,7 +86,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def check_graph_task(model_class: Any, what: str) -> None:
     """The runtime formats and backends hold classifiers; stop with one line for other runs."""
     if model_class.__name__ not in GRAPH_TASKS:
-        raise PipelineError(f"{what} covers sequence- and token-classification runs; this run loads as "
+        raise PipelineError(f"{what} covers sequence- and token-classification and question-answering runs; "
+                            f"this run loads as "
                             f"{model_class.__name__}: use the torch backend and the transformers format")
 
 

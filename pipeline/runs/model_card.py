@@ -20,6 +20,7 @@ from pipeline.models.sentence_classifier import HEAD_FILE, is_setfit_run
 # Peft's auto classes, by the transformers auto class they wrap.
 PEFT_AUTO = {"AutoModelForSequenceClassification": "AutoPeftModelForSequenceClassification",
              "AutoModelForTokenClassification": "AutoPeftModelForTokenClassification",
+             "AutoModelForQuestionAnswering": "AutoPeftModelForQuestionAnswering",
              "AutoModelForCausalLM": "AutoPeftModelForCausalLM"}
 
 
@@ -49,6 +50,7 @@ def metrics_rows(metrics: dict[str, Any]) -> list[str]:
 
 # The Hub's task names, for the structured results (model-index) a Hub card carries.
 HUB_TASKS = {"sequence_classification": "text-classification", "token_classification": "token-classification",
+             "question_answering": "question-answering",
              "masked_lm": "fill-mask", "causal_lm": "text-generation"}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import SequentialSampler
 from accelerate.utils import gather_object
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
@@ -65,6 +66,14 @@ class PipelineTrainer(Trainer):
             self.model_accepts_loss_kwargs = False
         self._correct = torch.zeros((), dtype=torch.long)
         self._seen = torch.zeros((), dtype=torch.long)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        """Evaluation in the dataset's order: transformers 5 also length-groups the evaluation batches
+        under group_by_length, and metrics that read each row's metadata beside the predictions (the
+        question and character offsets of a QA window) need them in order. Grouping is for training."""
+        if self.args.train_sampling_strategy == "group_by_length" and eval_dataset is not None:
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
 
     def create_accelerator_and_postprocess(self) -> None:
         super().create_accelerator_and_postprocess()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MODULES = ("classification", "entity_f1")
+MODULES = ("classification", "entity_f1", "squad")
 
 
 def path(name: str) -> str:
