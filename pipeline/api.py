@@ -153,12 +153,16 @@ def load(run_dir: str | Path, device: str = "auto", backend: str = "auto", preci
     run_dir = Path(run_dir)
     recipe = run_recipe(run_dir)
     options = load_options(device, backend, precision, trust_remote_code, allow_pickle)
-    if batch_size is not None and batch_size <= 0:
-        raise PipelineError(f"--batch-size must be positive, got {batch_size}")
+    _check_batch_size(batch_size)
     for command, loader in ENGINES.items():
         if command in recipe.commands:
             return loader(run_dir, recipe, options, dict(adapters or {}), batch_size, max_length)
     raise PipelineError(f"{recipe.name} runs have no inference engine; they support: {', '.join(recipe.commands)}")
+
+
+def _check_batch_size(batch_size: int | None) -> None:
+    if batch_size is not None and batch_size <= 0:
+        raise PipelineError(f"--batch-size must be positive, got {batch_size}")
 
 
 def _runner_facts(runner: Any) -> tuple[str, str, str]:
@@ -271,7 +275,6 @@ def evaluate(run_dir: str | Path, split: str = "validation", *, batch_size: int 
              allow_pickle: bool = False) -> dict[str, Any]:
     """Score a finished run on a split of its data (``validation`` or ``test``), as training scored it,
     and record the scores in its metrics.json; return them."""
-    if batch_size is not None and batch_size <= 0:
-        raise PipelineError(f"--batch-size must be positive, got {batch_size}")
+    _check_batch_size(batch_size)
     options = load_options(device, backend, precision, trust_remote_code, allow_pickle)
     return run_recipe(run_dir, "evaluate").evaluate_run(Path(run_dir), split, batch_size=batch_size, options=options)
