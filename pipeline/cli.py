@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="tokens per window (default: the run's max_length)")
     _add_load_options(p, backend=True)
 
-    p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict)")
+    p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict; question answering: POST /qa)")
     p.add_argument("run", help="a run folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

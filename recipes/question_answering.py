@@ -37,7 +37,7 @@ class QuestionAnswering(Recipe):
     peft_task_type = "QUESTION_ANS"
     fresh_head = True
     metric = "f1"
-    commands = frozenset({"train", "evaluate", "compare", "tune", "qa", "inspect", "export", "push"})
+    commands = frozenset({"train", "evaluate", "compare", "tune", "qa", "serve", "inspect", "export", "push"})
     usage = 'pipeline qa {run} --question "Who wrote it?" --context "It was written by Ada Lovelace in 1843."'
 
     def build(self, config: RunConfig) -> Task:

@@ -69,6 +69,20 @@ def serving(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def http(url: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """A request to a served app: (status, JSON body), 4xx and 5xx included."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + path, data=body, method="POST" if body is not None else "GET",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 @pytest.fixture(scope="session")
 def lora_run(tmp_path_factory) -> Path:
     """A LoRA run on 2,000 real SST-2 rows (2 epochs), evaluated on the 872-row dev set."""

@@ -6,11 +6,14 @@ import errno
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
 import pytest
 from conftest import run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 Case = Callable[[Path, list], list]  # (tmp_path, sst2_rows) -> CLI arguments
 
@@ -200,3 +203,73 @@ def test_nan_loss_stops_the_run_with_a_message(tmp_path, capsys, monkeypatch):
                    "training.max_steps=6", "training.logging_steps=1", f"output_dir={tmp_path}/run") == 2
     err = capsys.readouterr().err
     assert "training loss became nan at step 3" in err and "learning_rate" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged run folders: each file a run reads back, cut short, emptied, replaced by another file's
+# content or removed. The command works (a file it does not need) or stops in one line naming the
+# file and saying to retrain, and the folder is left as it was.
+
+DAMAGES: dict[str, Callable[[Path, Path], None]] = {
+    "truncated": lambda path, other: path.write_bytes(path.read_bytes()[:max(1, path.stat().st_size // 2)]),
+    "emptied": lambda path, other: path.write_bytes(b""),
+    "replaced": lambda path, other: path.write_bytes(other.read_bytes()),
+    "missing": lambda path, other: path.unlink(),
+}
+# (run fixture, file, another file of the run whose content replaces it)
+RUN_FILES = [("lora_run", "adapter_model.safetensors", "tokenizer.json"),
+             ("lora_run", "adapter_config.json", "labels.json"),
+             ("lora_run", "labels.json", "adapter_config.json"),
+             ("lora_run", "run_config.yaml", "labels.json"),
+             ("lora_run", "tokenizer.json", "labels.json"),
+             ("full_run", "model.safetensors", "config.json"),
+             ("full_run", "config.json", "labels.json")]
+
+
+def folder_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+DAMAGE_CASES = [(run, name, other, damage) for run, name, other in RUN_FILES for damage in DAMAGES]
+
+
+def predict_on_damaged_copy(run: str, name: str, other: str, damage: str, request, capsys) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "run"
+        shutil.copytree(request.getfixturevalue(run), copy, ignore=shutil.ignore_patterns("checkpoints", "exports"))
+        DAMAGES[damage](copy / name, copy / other)
+        before = folder_digest(copy)
+        capsys.readouterr()
+        code = run_cli("predict", copy, "--backend", "torch", "--text", "A true cinematic achievement!")
+        err = capsys.readouterr().err.strip()
+        assert folder_digest(copy) == before
+    if code == 0:  # a file the command can do without: the tokenizer rebuilds from its vocabulary
+        assert (name, damage) == ("tokenizer.json", "missing")
+        return
+    assert code == 2 and err.startswith("error: ") and "\n" not in err, err
+    assert name in err and ("retrain" in err or "re-export" in err), err
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(DAMAGE_CASES))
+def test_a_damaged_run_file_is_named_with_the_fix_6_cases(case, request, capsys):
+    predict_on_damaged_copy(*case, request, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", DAMAGE_CASES, ids=["-".join(c[1::2]) + f"-{c[0]}" for c in DAMAGE_CASES])
+def test_every_damaged_run_file_is_named_with_the_fix(case, request, capsys):
+    predict_on_damaged_copy(*case, request, capsys)
+
+
+def test_a_truncated_model_is_named_where_safetensors_said_only_invalid_header_length(full_run, tmp_path):
+    import pipeline
+
+    copy = tmp_path / "run"
+    shutil.copytree(full_run, copy, ignore=shutil.ignore_patterns("checkpoints", "exports"))
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:weights.stat().st_size - 1000])  # a copy cut short
+    with pytest.raises(pipeline.PipelineError, match=r"model\.safetensors is damaged \(its tensors need .* cut short\); "
+                                                     r"retrain the run"):
+        pipeline.load(copy)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import pipeline
-from conftest import run_cli
+from conftest import http, run_cli, serving
 from pipeline.config.schema import DatasetConfig
 from pipeline.data.question_answering import load_question_answering, train_windows, windows
 from pipeline.inference.question_answering import Decoding, decode
@@ -124,6 +124,40 @@ def test_a_short_run_learns_and_answers_with_exact_spans(qa_run, squad, capsys):
     assert model({"question": row["question"], "context": row["context"]})["answer"] == printed["answer"]
     assert run_cli("evaluate", qa_run) == 0
     assert json.loads((qa_run / "metrics.json").read_text())["validation"] == metrics["validation"]
+
+
+def test_serve_answers_questions_in_batches_with_the_routes_limits(qa_run, squad):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.inference.serve import Limits, create_app
+
+    model = pipeline.load(qa_run, device="cpu", backend="torch")
+    rows = squad.splits["validation"].select(range(12))
+    items = [{"question": r["question"], "context": r["context"]} for r in rows]
+    with serving(create_app(model.engine, Limits(max_texts=4))) as url:
+        assert http(url, "/health")[1]["task"] == "question_answering"
+        with ThreadPoolExecutor(max_workers=len(items)) as pool:  # one question a request, all at once
+            results = list(pool.map(lambda item: http(url, "/qa", json.dumps({"questions": [item]}).encode()),
+                                    items))
+        assert all(status == 200 for status, _ in results)
+        expected = model(items)
+        for (_, body), ours, item in zip(results, expected, items):
+            got = body["answers"][0]
+            assert (got["answer"], got["start"], got["end"]) == (ours["answer"], ours["start"], ours["end"])
+            assert item["context"][got["start"]:got["end"]] == got["answer"]
+        assert http(url, "/health")[1]["batches"] < len(items)
+        status, body = http(url, "/qa", json.dumps({"questions": items[:2], "top_k": 3}).encode())
+        assert status == 200 and [len(a) for a in body["answers"]] == [3, 3]
+        for body, status, words in [
+            ({"questions": items[:5]}, 413, "5 questions in one request; the limit is 4"),
+            ({"questions": [{"question": "Who?"}]}, 422, 'questions[0] has no "context"'),
+            ({"questions": [{"question": "Who?", "context": " "}]}, 422, "questions[0].context is empty"),
+            ({"questions": ["Who?"]}, 422, "questions[0] is a str"),
+            ({"texts": ["Who?"]}, 422, 'missing field "questions"'),
+        ]:
+            got_status, got = http(url, "/qa", json.dumps(body).encode())
+            assert got_status == status and words in got["error"], got
+        assert http(url, "/predict", json.dumps({"texts": ["Who?"]}).encode())[0] == 404  # a QA run has no /predict
 
 
 def best_span_with_transformers_alone(model, tokenizer, question: str, context: str, longest: int = 30) -> str:

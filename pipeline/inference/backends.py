@@ -207,6 +207,7 @@ def load_engine(run_dir: str | Path, auto_class: str, adapters: dict[str, str | 
     transformers Auto class the run loads with on torch. Under ``auto`` a run a runtime cannot hold
     (extra adapters, prompt or prefix tuning, a graph its converter fails on) runs on torch. A
     runtime backend with a converted graph starts without importing torch."""
+    run_folder.check_run_files(run_dir)  # a damaged file is named before any conversion reads it
     backend, precision = resolve_backend(options)
     on_torch = functools.partial(resolve_backend, replace(options, backend="torch"))  # auto's fallback
     if backend != "torch" and options.backend == "auto" and _torch_only(run_dir, auto_class, adapters, backend):

@@ -1,10 +1,13 @@
-"""HTTP serving of a run: ``POST /predict``, ``GET /health``, ``GET /adapters`` (FastAPI + uvicorn).
+"""HTTP serving of a run (FastAPI + uvicorn): ``POST /predict`` for a classifier, ``POST /qa`` for a
+question-answering run, ``GET /health`` and ``GET /adapters``.
 
 Requests that arrive together are batched together: a single worker drains the queue for a few
 milliseconds, runs one engine call per adapter, and answers each request with its own slice. Every
-bad request gets a 4xx JSON error ``{"error": ...}`` and the server keeps serving. With an API key,
-``/predict`` and ``/adapters`` need ``Authorization: Bearer KEY`` (401 otherwise); the queue is
-bounded (429 when full); a client that goes away mid-request never stops the worker.
+bad request gets a 4xx JSON error ``{"error": ...}`` and the server keeps serving. Bodies are read
+with a size bound (a declared ``Content-Length`` over the limit is answered 413 before any of the body
+is read) and parsed with a nesting bound. With an API key, every route but ``/health`` needs
+``Authorization: Bearer KEY`` (401 otherwise); the queue is bounded (429 when full); a client that
+goes away mid-request never stops the worker.
 """
 from __future__ import annotations
 
@@ -13,23 +16,24 @@ import hmac
 import ipaddress
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
 
 from pipeline.errors import PipelineError
 from pipeline.inference.engines import TextClassifier
+from pipeline.inference.question_answering import QuestionAnswerer
 from pipeline.log import log
 
 
 @dataclass
 class Limits:
-    max_texts: int = 256  # texts in one request
+    max_texts: int = 256  # texts (or questions) in one request
     max_body_bytes: int = 1_000_000
-    max_text_chars: int = 20_000
+    max_text_chars: int = 20_000  # one text, question or context
+    max_json_depth: int = 16  # nested arrays and objects; the routes' bodies need 3
 
 
 class BadRequest(Exception):
@@ -39,19 +43,21 @@ class BadRequest(Exception):
 
 
 class MicroBatcher:
-    """Collects concurrent requests for up to ``max_wait`` seconds, then runs them as one batch.
-    At most ``max_queue`` texts wait at once; past that a request is refused (429), not queued."""
+    """Collects concurrent requests for up to ``max_wait`` seconds, then runs them as one batch through
+    ``compute(items, adapter)``, which returns one result per item (a classifier's probabilities, a
+    question's ranked answers). At most ``max_queue`` items wait at once; past that a request is
+    refused (429), not queued."""
 
-    def __init__(self, engine: TextClassifier, max_batch: int = 512, max_wait: float = 0.005,
-                 max_queue: int = 1024):
-        self.engine, self.max_batch, self.max_wait, self.max_queue = engine, max_batch, max_wait, max_queue
+    def __init__(self, compute: Callable[[list[Any], str | None], Sequence[Any]], max_batch: int = 512,
+                 max_wait: float = 0.005, max_queue: int = 1024):
+        self.compute, self.max_batch, self.max_wait, self.max_queue = compute, max_batch, max_wait, max_queue
         self.queue: asyncio.Queue | None = None
-        self.waiting = 0  # texts submitted and not yet answered
+        self.waiting = 0  # items submitted and not yet answered
         self.batches = 0  # engine calls made, for tests and /health
 
-    async def submit(self, texts: list[str], adapter: str | None) -> np.ndarray:
+    async def submit(self, texts: list[Any], adapter: str | None) -> Sequence[Any]:
         if self.waiting + len(texts) > self.max_queue:
-            raise BadRequest(429, f"the server is busy ({self.waiting} texts waiting, limit {self.max_queue}); "
+            raise BadRequest(429, f"the server is busy ({self.waiting} items waiting, limit {self.max_queue}); "
                                   f"retry shortly")
         if self.queue is None:
             self.queue = asyncio.Queue()
@@ -90,7 +96,7 @@ class MicroBatcher:
         for adapter, group in groups.items():
             texts = [t for item in group for t in item[0]]
             try:
-                probs = await loop.run_in_executor(None, self.engine.probabilities, texts, adapter)
+                probs = await loop.run_in_executor(None, self.compute, texts, adapter)
             except Exception as exc:  # hand the failure to each waiting request
                 for *_, future in group:
                     if not future.done():
@@ -104,10 +110,17 @@ class MicroBatcher:
                 start += len(item_texts)
 
 
-def create_app(engine: TextClassifier, limits: Limits | None = None, api_key: str | None = None,
+def create_app(engine: TextClassifier | QuestionAnswerer, limits: Limits | None = None, api_key: str | None = None,
                max_queue: int = 1024) -> FastAPI:
+    """The app for a classifier (``/predict``) or a question answerer (``/qa``)."""
     limits = limits or Limits()
-    batcher = MicroBatcher(engine, max_queue=max_queue)
+    answers_questions = isinstance(engine, QuestionAnswerer)
+    if answers_questions:
+        batcher = MicroBatcher(lambda pairs, _: engine.n_best([q for q, _ in pairs], [c for _, c in pairs]),
+                               max_queue=max_queue)
+    else:
+        batcher = MicroBatcher(engine.probabilities, max_queue=max_queue)
+    adapters = [] if answers_questions else engine.adapters
     app = FastAPI(title="finetune-pipeline", docs_url=None, redoc_url=None)
     app.state.batcher = batcher
 
@@ -128,20 +141,34 @@ def create_app(engine: TextClassifier, limits: Limits | None = None, api_key: st
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "labels": engine.label_names, "batches": batcher.batches,
+        facts = {"task": "question_answering"} if answers_questions else {"labels": engine.label_names}
+        return {"status": "ok", **facts, "batches": batcher.batches,
                 "backend": engine.runner.backend, "precision": engine.runner.precision}
 
     @app.get("/adapters")
-    async def adapters() -> dict[str, Any]:
-        return {"adapters": engine.adapters, "default": "default" if engine.adapters else None}
+    async def list_adapters() -> dict[str, Any]:
+        return {"adapters": adapters, "default": "default" if adapters else None}
 
-    @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
-        body = await _parse(request, engine, limits)
-        probs = await batcher.submit(body.texts, body.adapter)
-        return {"predictions": engine.format(probs, body.top_k), "adapter": body.adapter}
+    if answers_questions:
+        @app.post("/qa")
+        async def qa(request: Request) -> dict[str, Any]:
+            body = parse_questions(await read_json(request, limits, QA_EXAMPLE), limits)
+            pairs = [(item.question, item.context) for item in body.questions]
+            ranked = await batcher.submit(pairs, None)
+            answers = [[{"question": q, **a} for a in best[:body.top_k or 1]] for (q, _), best in zip(pairs, ranked)]
+            return {"answers": answers if body.top_k else [best[0] for best in answers]}
+    else:
+        @app.post("/predict")
+        async def predict(request: Request) -> dict[str, Any]:
+            body = parse_predict(await read_json(request, limits, PREDICT_EXAMPLE), engine, limits)
+            probs = await batcher.submit(body.texts, body.adapter)
+            return {"predictions": engine.format(probs, body.top_k), "adapter": body.adapter}
 
     return app
+
+
+PREDICT_EXAMPLE = '{"texts": ["..."]}'
+QA_EXAMPLE = '{"questions": [{"question": "...", "context": "..."}]}'
 
 
 class PredictRequest(BaseModel):
@@ -152,50 +179,108 @@ class PredictRequest(BaseModel):
     top_k: StrictInt | None = Field(None, gt=0)
 
 
-def _request_error(exc: ValidationError) -> BadRequest:
-    """A validation error as the 4xx answer a client reads."""
+class Question(BaseModel):
+    question: StrictStr
+    context: StrictStr
+
+
+class QARequest(BaseModel):
+    """The body of ``POST /qa``: questions with their contexts, and ``top_k`` for the k best answers."""
+    questions: list[Question] = Field(min_length=1)
+    top_k: StrictInt | None = Field(None, gt=0)
+
+
+def _request_error(exc: ValidationError, items: str, example: str) -> BadRequest:
+    """A validation error as the 4xx answer a client reads; ``items`` is the list field."""
     error = exc.errors()[0]
     loc, kind = error["loc"], error["type"]
-    if loc[0] == "texts":
-        if kind == "missing":
-            return BadRequest(422, 'missing field "texts"; send {"texts": ["..."]}')
-        if len(loc) > 1:
-            return BadRequest(422, f"texts[{loc[1]}] is a {type(error['input']).__name__}, not a string")
-        return BadRequest(422, '"texts" must be a non-empty list of strings')
+    if loc[0] == items:
+        if kind == "missing" and len(loc) == 1:
+            return BadRequest(422, f'missing field "{items}"; send {example}')
+        if len(loc) == 2 and kind != "missing":
+            what = "a string" if items == "texts" else 'an object {"question": "...", "context": "..."}'
+            return BadRequest(422, f"{items}[{loc[1]}] is a {type(error['input']).__name__}, not {what}")
+        if len(loc) > 2:
+            field = loc[2]
+            if kind == "missing":
+                return BadRequest(422, f'{items}[{loc[1]}] has no "{field}"; send {example}')
+            return BadRequest(422, f"{items}[{loc[1]}].{field} is a {type(error['input']).__name__}, not a string")
+        return BadRequest(422, f'"{items}" must be a non-empty list; send {example}')
     if loc[0] == "top_k":
         return BadRequest(422, '"top_k" must be a positive integer')
     return BadRequest(422, f'"{loc[0]}" must be a string')
 
 
-async def _parse(request: Request, engine: TextClassifier, limits: Limits) -> PredictRequest:
+async def read_json(request: Request, limits: Limits, example: str) -> dict[str, Any]:
+    """The request's JSON object, read with a size bound and parsed with a nesting bound. A declared
+    Content-Length over the limit is refused before the body is read (a client that sent
+    ``Expect: 100-continue`` then never sends it; uvicorn discards what others send on)."""
+    too_big = BadRequest(413, f"request body over {limits.max_body_bytes} bytes; send fewer items per request")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise BadRequest(413, f"request body over {limits.max_body_bytes} bytes; send fewer texts per request")
-    body = b""
+        raise too_big
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limits.max_body_bytes:
-            raise BadRequest(413, f"request body over {limits.max_body_bytes} bytes; send fewer texts per request")
+            raise too_big
     try:
         payload = json.loads(body)
+    except RecursionError:  # the parser recurses once per level; a bound deeper than any route needs
+        payload = None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest(400, 'body is not valid JSON; send {"texts": ["..."]}') from None
+        raise BadRequest(400, f"body is not valid JSON; send {example}") from None
+    if payload is None or json_depth(payload) > limits.max_json_depth:
+        raise BadRequest(400, f"body nests arrays or objects more than {limits.max_json_depth} deep; send {example}")
     if not isinstance(payload, dict):
-        raise BadRequest(422, 'missing field "texts"; send {"texts": ["..."]}')
+        raise BadRequest(422, f"body is a JSON {type(payload).__name__}, not an object; send {example}")
+    return payload
+
+
+def json_depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_length(text: str, where: str, limits: Limits) -> None:
+    if not text.strip():
+        raise BadRequest(422, f"{where} is empty")
+    if len(text) > limits.max_text_chars:
+        raise BadRequest(413, f"{where} has {len(text)} characters; the limit is {limits.max_text_chars}")
+
+
+def parse_predict(payload: dict[str, Any], engine: TextClassifier, limits: Limits) -> PredictRequest:
     try:
         parsed = PredictRequest.model_validate(payload)
     except ValidationError as exc:
-        raise _request_error(exc) from None
+        raise _request_error(exc, "texts", PREDICT_EXAMPLE) from None
     if len(parsed.texts) > limits.max_texts:
         raise BadRequest(413, f"{len(parsed.texts)} texts in one request; the limit is {limits.max_texts}")
     for i, text in enumerate(parsed.texts):
-        if not text.strip():
-            raise BadRequest(422, f"texts[{i}] is empty")
-        if len(text) > limits.max_text_chars:
-            raise BadRequest(413, f"texts[{i}] has {len(text)} characters; the limit is {limits.max_text_chars}")
+        _check_length(text, f"texts[{i}]", limits)
     if parsed.adapter is not None and parsed.adapter not in engine.adapters:
         known = ", ".join(engine.adapters) or "none"
         raise BadRequest(404, f"adapter {parsed.adapter!r} is not loaded; loaded adapters: {known}")
+    return parsed
+
+
+def parse_questions(payload: dict[str, Any], limits: Limits) -> QARequest:
+    try:
+        parsed = QARequest.model_validate(payload)
+    except ValidationError as exc:
+        raise _request_error(exc, "questions", QA_EXAMPLE) from None
+    if len(parsed.questions) > limits.max_texts:
+        raise BadRequest(413, f"{len(parsed.questions)} questions in one request; the limit is {limits.max_texts}")
+    for i, item in enumerate(parsed.questions):
+        _check_length(item.question, f"questions[{i}].question", limits)
+        _check_length(item.context, f"questions[{i}].context", limits)
     return parsed
 
 
@@ -208,7 +293,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(engine: TextClassifier, host: str, port: int, api_key: str | None = None, max_queue: int = 1024) -> None:
+def serve(engine: TextClassifier | QuestionAnswerer, host: str, port: int, api_key: str | None = None,
+          max_queue: int = 1024) -> None:
     import uvicorn
 
     if port < 0 or port > 65535:
@@ -218,6 +304,10 @@ def serve(engine: TextClassifier, host: str, port: int, api_key: str | None = No
     if not api_key and not is_loopback(host):
         log.warning(f"serving on {host} without an API key: anyone who reaches this address can use the model; "
               f"set --api-key or PIPELINE_API_KEY")
-    log.info(f"serving {len(engine.label_names)} labels on http://{host}:{port} with {engine.runner.backend} "
-             f"{engine.runner.precision} (adapters: {', '.join(engine.adapters) or 'none'})")
+    if isinstance(engine, QuestionAnswerer):
+        what, route = "question answering", "POST /qa"
+    else:
+        what = f"{len(engine.label_names)} labels (adapters: {', '.join(engine.adapters) or 'none'})"
+        route = "POST /predict"
+    log.info(f"serving {what} on http://{host}:{port} ({route}) with {engine.runner.backend} {engine.runner.precision}")
     uvicorn.run(create_app(engine, api_key=api_key, max_queue=max_queue), host=host, port=port, log_level="warning")

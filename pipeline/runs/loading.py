@@ -129,6 +129,7 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
     if options.backend not in ("torch", "auto"):  # classifiers reach the runtimes through backends.load_engine
         check_graph_task(auto_class, f"--backend {options.backend}")
     config = run_folder.load_run_config(run_dir)
+    run_folder.check_run_files(run_dir)
     label_names = run_folder.load_labels(run_dir)
     resolve_precision(options.precision, resolve_device(options.device))  # fail before loading
     tokenizer = load_run_tokenizer(run_dir, options.trust_remote_code)
@@ -145,6 +146,7 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
         names = ["default"]
         for name, other in (adapters or {}).items():
             _check_compatible(run_dir, config.model, label_names, Path(other))
+            run_folder.check_run_files(other)
             model.load_adapter(str(other), adapter_name=name)
             names.append(name)
         if len(names) == 1 and not model.peft_config["default"].is_prompt_learning:
@@ -159,6 +161,9 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
         if not (run_dir / "config.json").exists():
             raise PipelineError(f"run folder {run_dir} has neither a model nor an adapter; "
                                 f"the run did not finish, retrain or resume it")
+        if not any(run_dir.glob("model*.safetensors*")) and not options.allow_pickle:
+            raise PipelineError(f"{run_dir / 'model.safetensors'} is missing (the run's config.json needs it); "
+                                f"retrain the run, or copy the run folder again")
         model = load_pretrained(auto_class, str(run_dir), options.trust_remote_code, options.allow_pickle)
     return LoadedRun(place(model, options), tokenizer, label_names, config, names)
 

@@ -169,8 +169,85 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise PipelineError(f"run folder {run_dir} does not exist; give the output_dir of a finished run")
     path = run_dir / CONFIG_FILE
     if not path.exists():
+        if (run_dir / LABELS_FILE).exists() or any(run_dir.glob("*.safetensors")):
+            raise PipelineError(f"{path} is missing from a run folder that holds a model; retrain the run, or copy "
+                                f"the run folder again")
         raise PipelineError(f"{run_dir} is not a run folder (no {CONFIG_FILE}); give the output_dir of a run")
-    return validate(load_yaml(path), finished_run=True)
+    try:
+        data = load_yaml(path)
+        if "training" not in data:  # written last: a file cut short would validate with defaults in its place
+            raise PipelineError("cut short: it ends before its training section")
+        return validate(data, finished_run=True)
+    except PipelineError as exc:
+        raise damaged(path, str(exc).partition("; ")[0]) from None
+
+
+def damaged(path: Path, problem: str) -> PipelineError:
+    """The one-line error for a run folder's file that cannot be read as what the run wrote."""
+    return PipelineError(f"{path} is damaged ({problem}); retrain the run (or re-export it), or copy the "
+                         f"run folder again")
+
+
+# The JSON files a run folder may hold, and the type each holds.
+RUN_JSON_FILES = {LABELS_FILE: list, "config.json": dict, "adapter_config.json": dict, "tokenizer.json": dict,
+                  "tokenizer_config.json": dict, "special_tokens_map.json": dict, "generation_config.json": dict}
+
+
+# Files that are read together: a run with the first holds the second.
+WEIGHT_PARTNERS = [("adapter_model.safetensors", "adapter_config.json"), ("adapter_config.json", "adapter_model.safetensors"),
+                   ("model.safetensors", "config.json")]
+
+
+def check_run_files(run_dir: str | Path) -> None:
+    """Refuse, naming the file, a run folder whose weights or JSON files were cut short, emptied or
+    replaced by other content: safetensors files must hold the tensors their header lists (read
+    from the header and the file size alone), JSON files must parse to what they hold."""
+    run_dir = Path(run_dir)
+    for present, needed in WEIGHT_PARTNERS:
+        if (run_dir / present).exists() and not (run_dir / needed).exists():
+            raise PipelineError(f"{run_dir / needed} is missing (the run's {present} needs it); retrain the run, "
+                                f"or copy the run folder again")
+    for name, kind in RUN_JSON_FILES.items():
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            data = json.loads(path.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise damaged(path, f"not JSON: {str(exc).partition(':')[0]}") from None
+        if not isinstance(data, kind):
+            raise damaged(path, f"a JSON {type(data).__name__}, not a JSON {'list' if kind is list else 'object'}")
+    for path in sorted(run_dir.glob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            raise damaged(path, problem)
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file, from its header and size; None when it is whole. The
+    format: an 8-byte little-endian header length, a JSON header mapping each tensor to its byte
+    range, then the tensors' bytes, which the ranges must cover exactly."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"{size} bytes, shorter than a safetensors header"
+    with open(path, "rb") as f:
+        header_length = int.from_bytes(f.read(8), "little")
+        if header_length > min(size - 8, 100_000_000):
+            return f"its header claims {header_length:,} bytes, the file holds {size:,}: cut short or not safetensors"
+        try:
+            header = json.loads(f.read(header_length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "its header is not JSON: not a safetensors file"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object: not a safetensors file"
+    try:
+        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "its header lists tensors without byte ranges: not a safetensors file"
+    data_bytes = size - 8 - header_length
+    if max(ends, default=0) != data_bytes:
+        return f"its tensors need {max(ends, default=0):,} bytes after the header, the file holds {data_bytes:,}: cut short"
+    return None
 
 
 def write_csv_log(run_dir: Path) -> None:
@@ -197,7 +274,13 @@ def load_labels(run_dir: str | Path) -> list[str]:
     if not path.exists():
         raise PipelineError(f"run folder {run_dir} has no {LABELS_FILE}; the run did not finish, "
                             f"retrain it or resume from {Path(run_dir) / CHECKPOINTS}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        labels = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise damaged(path, "not JSON") from None
+    if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
+        raise damaged(path, "not a JSON list of label names")
+    return labels
 
 
 def is_adapter_run(run_dir: str | Path) -> bool:
