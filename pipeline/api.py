@@ -68,12 +68,14 @@ def load_config(config: ConfigSource, overrides: Overrides = None) -> Any:
     else:
         raise PipelineError(f"config must be a config name, a YAML path or a mapping, not a {type(config).__name__}")
     if overrides is None or isinstance(overrides, Mapping):
-        data = loader.apply_values(data, dict(overrides or {}))
+        overrides = dict(overrides or {})
+        changed = loader.apply_values(data, overrides)
     elif isinstance(overrides, str):
         raise PipelineError(f"overrides must be a list of key=value strings or a mapping, not the string {overrides!r}")
     else:
-        data = loader.apply_overrides(data, list(overrides))
-    return loader.validate(data)
+        overrides = list(overrides)
+        changed = loader.apply_overrides(data, overrides)
+    return loader.validate(loader.follow_method(data, changed, loader.override_keys(overrides)))
 
 
 def train(config: ConfigSource, overrides: Overrides = None, *, overwrite: bool = False, resume: str | None = None,

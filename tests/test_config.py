@@ -105,3 +105,49 @@ def test_resolved_config_round_trips(tmp_path):
 def test_yaml_no_stays_the_word_no_for_string_settings():
     config = load_config(LORA, ["training.eval_strategy=no", "training.save_strategy=no"])
     assert config.training["eval_strategy"] == "no" and config.training["save_strategy"] == "no"
+
+
+# --------------------------------------------------------------------------------------------
+# A learning rate follows its method
+
+def test_a_method_changed_by_override_takes_its_own_learning_rate(capsys):
+    import pipeline
+
+    capsys.readouterr()
+    config = pipeline.load_config("sst2_lora", ["method=full"])  # sst2_lora.yaml tunes 1e-3 for LoRA
+    assert "learning_rate" not in config.training  # the run fills in full's default, 2e-5
+    assert config.training["learning_rate_rule"] == "method default (the config's 0.001 was set for method lora)"
+    assert config.training["num_train_epochs"] == 3  # a Trainer method's epochs keep their meaning
+    warning = capsys.readouterr().err.strip()
+    assert warning == ("warning: method full by override: training.learning_rate was set for method lora, so the run "
+                       "takes method full's defaults; set it as an override to choose")
+    # the same change from Python, and a rate given with the method is the user's
+    assert "learning_rate" not in pipeline.load_config("sst2_lora", {"method": "dora"}).training
+    chosen = pipeline.load_config("sst2_lora", ["method=full", "training.learning_rate=3e-5"]).training
+    assert chosen["learning_rate"] == 3e-5 and "learning_rate_rule" not in chosen
+    assert pipeline.load_config("sst2_lora").training["learning_rate"] == 1e-3  # no method change: untouched
+
+
+def test_a_switch_to_setfit_leaves_none_of_the_trainer_settings_behind():
+    import pipeline
+
+    training = pipeline.load_config("sst2_lora", ["method=setfit", "training.per_device_train_batch_size=32"]).training
+    # epochs over sentence pairs are SetFit's own: its 1, not the LoRA config's 3; an override stays
+    assert training == {"per_device_train_batch_size": 32,
+                        "learning_rate_rule": "method default (the config's 0.001 was set for method lora)"}
+
+
+def test_the_rule_is_recorded_and_a_rate_far_from_the_method_is_reported(tmp_path, capsys):
+    import yaml
+    from conftest import run_cli
+
+    short = ["dataset.max_train_samples=64", "dataset.max_eval_samples=32", "training.max_steps=2"]
+    assert run_cli("train", "sst2_lora", "method=full", *short, f"output_dir={tmp_path / 'full'}") == 0
+    training = yaml.safe_load((tmp_path / "full" / "run_config.yaml").read_text())["training"]
+    assert training["learning_rate"] == 2e-5 and training["learning_rate_rule"].startswith("method default")
+    capsys.readouterr()
+    assert run_cli("train", "sst2_full", "training.learning_rate=1e-3", *short, f"output_dir={tmp_path / 'high'}") == 0
+    assert ("training.learning_rate 0.001 is far from method full's usual range (2e-06 to 0.0002, default 2e-05)"
+            in capsys.readouterr().err)
+    training = yaml.safe_load((tmp_path / "high" / "run_config.yaml").read_text())["training"]
+    assert training["learning_rate"] == 1e-3 and training["learning_rate_rule"] == "set in the config"

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.config.schema import RunConfig, describe, one_line
 from pipeline.errors import PipelineError
+from pipeline.log import log
 from pipeline.registry import config_dir
 
 # --------------------------------------------------------------------------------------------
@@ -97,6 +98,45 @@ def _deepcopy(data: Any) -> Any:
         return {k: _deepcopy(v) for k, v in data.items()}
     if isinstance(data, list):
         return [_deepcopy(v) for v in data]
+    return data
+
+
+def override_keys(overrides: list[str] | dict[str, Any]) -> set[str]:
+    """The dotted keys that ``dotted.key=value`` strings or a mapping of dotted keys set."""
+    items = overrides.keys() if isinstance(overrides, dict) else (o.partition("=")[0].strip() for o in overrides)
+    return {str(key) for key in items}
+
+
+# A method that trains with its own loop reads its training keys with its own meaning (SetFit's
+# epochs run over sentence pairs): a switch to or from it leaves none of the config's behind.
+OWN_TRAINING_KEYS = ("setfit",)
+
+
+def follow_method(base: dict[str, Any], data: dict[str, Any], overridden: set[str]) -> dict[str, Any]:
+    """A config's learning rate belongs to the method it was written for. When an override changes the
+    method and leaves the learning rate alone, the rate (and, to or from a method with its own loop,
+    every training key of the config) gives way to the new method's defaults, said in one line; the
+    rule is recorded as ``training.learning_rate_rule``."""
+    old, new = base.get("method", "lora"), data.get("method", "lora")
+    training = data.get("training")
+    if old == new or not isinstance(training, dict) or not isinstance(base.get("training"), dict):
+        return data
+    own = old in OWN_TRAINING_KEYS or new in OWN_TRAINING_KEYS
+    dropped = [key for key in base["training"] if f"training.{key}" not in overridden and "training" not in overridden
+               and (own or key == "learning_rate") and key in training]
+    if not dropped:
+        return data
+    data = _deepcopy(data)
+    rate = data["training"].get("learning_rate")
+    for key in dropped:
+        del data["training"][key]
+    if "learning_rate" in dropped:
+        data["training"]["learning_rate_rule"] = f"method default (the config's {rate:g} was set for method {old})" \
+            if isinstance(rate, (int, float)) else f"method default (the config's rate was set for method {old})"
+    settings = ", ".join(f"training.{key}" for key in dropped)
+    log.warning(f"method {new} by override: {settings} {'was' if len(dropped) == 1 else 'were'} set for method {old}, "
+                f"so the run takes method {new}'s defaults; set {'it' if len(dropped) == 1 else 'them'} as an override "
+                f"to choose")
     return data
 
 

@@ -35,7 +35,7 @@ from pipeline.training.trainer import finish_run, peak_memory_mb
 # The training keys a SetFit run reads (its other settings are SetFit's own); any other is refused.
 SETFIT_TRAINING_KEYS = {"num_train_epochs": 1, "per_device_train_batch_size": 16,
                         "learning_rate": DEFAULT_LEARNING_RATE["setfit"],
-                        "warmup_steps": 0.1, "max_steps": -1, "logging_steps": 10}
+                        "warmup_steps": 0.1, "max_steps": -1, "logging_steps": 10, "learning_rate_rule": None}
 
 
 def linear_head(classifier: Any, n_labels: int) -> torch.nn.Linear:
@@ -94,8 +94,10 @@ def setfit_settings(config: Any) -> dict[str, Any]:
     unknown = sorted(set(config.training) - set(SETFIT_TRAINING_KEYS))
     if unknown:
         raise PipelineError(f"training.{unknown[0]} does not apply to method setfit; its training keys are "
-                            f"{', '.join(SETFIT_TRAINING_KEYS)} (and the setfit section)")
+                            f"{', '.join(k for k in SETFIT_TRAINING_KEYS if k != 'learning_rate_rule')} (and the setfit section)")
     settings = {**SETFIT_TRAINING_KEYS, **config.training}
+    settings["learning_rate_rule"] = config.training.get("learning_rate_rule") or (
+        "set in the config" if "learning_rate" in config.training else "method default")
     for key in ("num_train_epochs", "per_device_train_batch_size", "max_steps", "logging_steps"):
         if float(settings[key]) != int(settings[key]):
             raise PipelineError(f"training.{key}={settings[key]} must be a whole number for method setfit")

@@ -175,6 +175,9 @@ def resolve_training(config: RunConfig, recipe: Recipe) -> None:
     )
     settings.update(recipe.training_defaults(config))
     settings.update(config.training)
+    settings["learning_rate_rule"] = config.training.get("learning_rate_rule") or (
+        "set in the config" if "learning_rate" in config.training else "method default")
+    check_learning_rate(settings["learning_rate"], config.method, recipe)
     if settings.get("early_stopping_patience") and settings.get("eval_strategy") == "no":
         raise PipelineError("training.early_stopping_patience needs evaluation; set training.eval_strategy=epoch")
     if settings.get("eval_strategy") == "no":
@@ -188,6 +191,22 @@ def resolve_training(config: RunConfig, recipe: Recipe) -> None:
         else:  # "no" is also accelerate's unset default, so it does not turn the automatic choice off
             settings["bf16"] = native_bf16()
     config.training = validate_training(settings)
+
+
+# How far from a method's default learning rate a fine-tune's rate may stray before the run says so.
+LEARNING_RATE_SPREAD = 10
+
+
+def check_learning_rate(rate: float, method: str, recipe: Recipe) -> None:
+    """Report, before training, a fine-tuning learning rate far outside its method's usual range
+    (pretraining recipes, whose rates follow the corpus and model size, are left alone)."""
+    default = DEFAULT_LEARNING_RATE.get(method)
+    if not recipe.fresh_head or default is None or not isinstance(rate, (int, float)) or rate <= 0:
+        return
+    if not default / LEARNING_RATE_SPREAD <= rate <= default * LEARNING_RATE_SPREAD:
+        log.warning(f"training.learning_rate {rate:g} is far from method {method}'s usual range "
+                    f"({default / LEARNING_RATE_SPREAD:g} to {default * LEARNING_RATE_SPREAD:g}, default {default:g}); "
+                    f"check it was meant for method {method}")
 
 
 def training_arguments(config: RunConfig, run_dir: Path) -> tuple[TrainingArguments, int | None]:
