@@ -144,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, required=True, help="training rows")
     p.add_argument("--gpu-memory", default="16GB", help="accelerator memory, e.g. 16GB")
     p.add_argument("--tasks", type=int, default=1, help="tasks that will share one deployment")
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--recipe", default="sequence_classification",
+                   help="sequence_classification (default), token_classification or question_answering: the task "
+                        "head is sized and trains in full beside an adapter")
+    p.add_argument("--labels", type=int, help="the head's labels (default: 2; token_classification 9)")
+    p.add_argument("--seq-len", type=int, help="tokens per row (default: 128; question_answering: 384-token windows)")
     p.add_argument("--batch-size", type=int, default=32)
 
     p = command("lora-params", cmd_lora_params, "count LoRA parameters for a model, from its config")
@@ -152,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--targets", help="comma-separated module names (output = the attention output projection; "
                                      "default: the architecture's query/value projections)")
+    p.add_argument("--recipe", help="sequence_classification, token_classification or question_answering: count on "
+                                    "the task model, whose fresh head trains in full beside the adapter (default: "
+                                    "the bare base)")
 
     p = command("fill-mask", cmd_fill_mask, "predict the [MASK] tokens of a text")
     p.add_argument("model", help="alias (bert-tiny-mlm), Hub id, folder or masked_lm run folder")
@@ -421,8 +428,9 @@ def cmd_advise(args: argparse.Namespace) -> int:
     from pipeline.planning.advise import advise, format_advice, parse_memory
 
     memory = parse_memory(args.gpu_memory)
-    advice = advise(args.model, args.train_size, memory, args.tasks, args.seq_len, args.batch_size)
-    print(format_advice(advice, args.model, memory, args.batch_size, args.seq_len))
+    advice = advise(args.model, args.train_size, memory, args.tasks, args.seq_len, args.batch_size, args.recipe,
+                    args.labels)
+    print(format_advice(advice, args.model, memory, args.batch_size))
     return 0
 
 
@@ -430,7 +438,7 @@ def cmd_lora_params(args: argparse.Namespace) -> int:
     from pipeline.planning.advise import format_lora_count, lora_count
 
     targets = None if args.targets is None else [t.strip() for t in args.targets.split(",") if t.strip()]
-    print(format_lora_count(lora_count(args.model, args.r, targets), args.model))
+    print(format_lora_count(lora_count(args.model, args.r, targets, args.recipe), args.model))
     return 0
 
 

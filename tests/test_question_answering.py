@@ -16,7 +16,6 @@ from pipeline.inference.question_answering import Decoding, decode
 from pipeline.metrics.squad import f1, squad_metrics
 from pipeline.models.pretrained import load_tokenizer
 
-SHORT = ["dataset.max_length=128", "qa.doc_stride=48"]  # windows short enough for a CPU test
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +93,6 @@ def test_squad_metric_and_japanese_character_f1():
     assert f1("小笠原諸島を除く日本", "小笠原諸島", "word") == 0.0  # no spaces: one word each
     v2 = squad_metrics(["", "Broncos"], [[], ["Denver Broncos"]], version_2=True)
     assert v2["NoAns_exact"] == 100.0 and v2["HasAns_exact"] == 0.0 and v2["HasAns_f1"] == pytest.approx(200 / 3)
-
-
-@pytest.fixture(scope="module")
-def qa_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("qa") / "squad_lora"
-    assert run_cli("train", "squad_lora", "dataset.max_train_samples=300", "dataset.max_eval_samples=100",
-                   "training.num_train_epochs=1", *SHORT, f"output_dir={out}") == 0
-    return out
 
 
 def test_a_short_run_learns_and_answers_with_exact_spans(qa_run, squad, capsys):
@@ -232,3 +223,21 @@ def test_bad_qa_files_stop_in_one_line_naming_the_file_and_row(case, squad, tmp_
     assert err.startswith("error: ") and "\n" not in err
     for word in words:
         assert word in err, err
+
+
+def test_lora_params_and_advise_plan_the_span_head_a_run_trains(qa_run, capsys):
+    from pipeline.planning.advise import GiB, advise, lora_count
+
+    count = lora_count("minilm", 8, None, "question_answering")
+    trained = json.loads((qa_run / "metrics.json").read_text())["parameters"]
+    # the plan from the config alone is what the real run trained: LoRA on query/value plus the span head
+    assert count.total + count.head == trained["trainable"] and count.head == 384 * 2 + 2
+    assert count.model_parameters + count.total == trained["total"]
+    assert run_cli("lora-params", "--model", "minilm", "--recipe", "question_answering") == 0
+    assert "the question_answering head trains in full beside them: 770 parameters" in capsys.readouterr().out
+    advice = advise("bert-base-uncased", train_size=5000, gpu_memory=8 * GiB, recipe="question_answering")
+    # 384-token windows: full fine-tuning of BERT-base at batch 32 needs more than 8 GiB, LoRA less
+    assert advice.seq_len == 384 and advice.method == "lora"
+    assert advise("bert-base-uncased", train_size=5000, gpu_memory=8 * GiB).method == "full"  # 128-token sentences
+    assert run_cli("advise", "--train-size", "500", "--recipe", "causal_lm") == 2
+    assert "plans cover the recipes that put a head on an encoder" in capsys.readouterr().err

@@ -130,13 +130,13 @@ def load_model_config(name: str) -> Any:
                             f"{offline} or a local folder") from None
 
 
-def skeleton(config: Any) -> Any:
-    """The base model of ``config`` with every tensor on the meta device: real shapes, no memory."""
+def skeleton(config: Any, auto_class: str = "AutoModel") -> Any:
+    """The model of ``config`` (the base, or with the task head ``auto_class`` puts on it) with every
+    tensor on the meta device: real shapes, no memory."""
     import torch
-    from transformers import AutoModel
 
     with torch.device("meta"):
-        return AutoModel.from_config(config)
+        return auto_model_class(auto_class).from_config(config)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")

@@ -15,11 +15,18 @@ from typing import Any
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.models.architectures import linear_layer_names, lora_targets
+from pipeline.models.architectures import head_modules, linear_layer_names, lora_targets
 from pipeline.models.methods import expand_target_aliases
 from pipeline.models.pretrained import load_model_config, skeleton
+from pipeline.registry import get_recipe
 
 GiB = 2**30
+# The recipes that put a fresh head on a pretrained encoder, with what a plan assumes when the user
+# says nothing: the head's outputs (labels; a span head's start and end) and tokens per row (a
+# question-answering window is 384).
+PLANNED_RECIPES = {"sequence_classification": {"num_labels": 2, "seq_len": 128},
+                   "token_classification": {"num_labels": 9, "seq_len": 128},  # CoNLL-2003's IOB2 tags
+                   "question_answering": {"num_labels": 2, "seq_len": 384}}
 DISPLAY = {"full": "full fine-tuning", "head": "head-only training", "lora": "LoRA", "ia3": "IA3", "prompt": "prompt tuning",
            "setfit": "SetFit"}
 
@@ -46,6 +53,8 @@ class LoraCount:
     targets: list[LoraTarget]
     targeted_weights: int  # parameters in the adapted weight matrices
     model_parameters: int
+    head: int = 0  # the task head's parameters, which train in full beside the adapter
+    recipe: str | None = None  # the task the model was built for; None: the bare base
 
     @property
     def total(self) -> int:
@@ -83,20 +92,45 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
     return LoraCount(r, rows, targeted, total)
 
 
-def lora_count(model_name: str, r: int, targets: list[str] | None = None) -> LoraCount:
-    """``pipeline lora-params``: LoRA parameters for a model named by alias, Hub id or folder; without
-    ``targets``, the architecture's default query/value projections (what a run would adapt)."""
+def task_model(model_name: str, recipe: str | None = None, num_labels: int | None = None) -> Any:
+    """The model a run of ``recipe`` trains, built on the meta device from the config alone: the base
+    with the recipe's fresh head (classifier, tagger or span head), or the bare base without a recipe."""
     config = load_model_config(model_name)
-    model = skeleton(config)
+    if recipe is None:
+        return skeleton(config)
+    if recipe not in PLANNED_RECIPES:
+        raise PipelineError(f"--recipe {recipe}: plans cover the recipes that put a head on an encoder: "
+                            f"{', '.join(PLANNED_RECIPES)}")
+    config.num_labels = num_labels or PLANNED_RECIPES[recipe]["num_labels"]
+    return skeleton(config, get_recipe(recipe).auto_class)
+
+
+def head_parameters(model: torch.nn.Module) -> int:
+    """Parameters of the fresh task head (BERT's pooler included where the head reads it): what
+    trains in full beside an adapter."""
+    modules = dict(model.named_modules())
+    return sum(p.numel() for name in head_modules(model) for p in modules[name].parameters())
+
+
+def lora_count(model_name: str, r: int, targets: list[str] | None = None, recipe: str | None = None) -> LoraCount:
+    """``pipeline lora-params``: LoRA parameters for a model named by alias, Hub id or folder (with
+    ``recipe``, the task model, whose head trains in full beside the adapter); without ``targets``,
+    the architecture's default query/value projections (what a run would adapt)."""
+    config = load_model_config(model_name)
+    model = task_model(model_name, recipe)
     if targets is None:
         targets = lora_targets(config.model_type, [n for n, _ in model.named_modules()])
     if not targets:
         raise PipelineError("--targets is empty; name modules, e.g. query,value")
-    return lora_parameters(model, r, targets)
+    count = lora_parameters(model, r, targets)
+    count.head = head_parameters(model) if recipe else 0
+    count.recipe = recipe
+    return count
 
 
 def format_lora_count(count: LoraCount, model_name: str) -> str:
-    lines = [f"LoRA r={count.r} on {model_name} ({count.model_parameters:,} parameters)",
+    what = f"{model_name} for {count.recipe}" if count.recipe else model_name
+    lines = [f"LoRA r={count.r} on {what} ({count.model_parameters:,} parameters)",
              f"{'target':24s} {'layers':>6s} {'shape (in x out)':>17s} {'per layer':>11s} {'total':>11s}"]
     for t in count.targets:
         example = re.sub(r"\.\d+\.", ".N.", t.modules[0])
@@ -104,6 +138,10 @@ def format_lora_count(count: LoraCount, model_name: str) -> str:
                      f"{t.per_module:11,d} {t.total:11,d}   e.g. {example}")
     lines.append(f"total LoRA parameters: {count.total:,} = {count.percent_of_targeted:.2f}% of the "
                  f"{count.targeted_weights:,} targeted weights, {count.percent_of_model:.2f}% of the model")
+    if count.recipe:
+        trainable = count.total + count.head
+        lines.append(f"the {count.recipe} head trains in full beside them: {count.head:,} parameters; trainable in "
+                     f"all {trainable:,} ({100 * trainable / max(count.model_parameters, 1):.2f}% of the model)")
     return "\n".join(lines)
 
 
@@ -139,15 +177,14 @@ def activation_bytes(config: Any, batch: int, seq_len: int, bytes_per_value: int
 
 
 def estimate(config: Any, model: torch.nn.Module, batch: int, seq_len: int, precision: str, r: int = 8,
-             targets: tuple[str, ...] | None = None, virtual_tokens: int = 20,
-             num_labels: int = 2) -> list[MethodEstimate]:
-    """Training memory per method. ``precision`` fp32: 4 bytes per weight; bf16: the frozen weights
-    in bf16 (2 bytes), trainable ones as fp32 masters (4 bytes). Gradients 4 bytes and AdamW's two
-    moments 8 bytes per trainable parameter."""
+             targets: tuple[str, ...] | None = None, virtual_tokens: int = 20) -> list[MethodEstimate]:
+    """Training memory per method for ``model``, the task model (its fresh head included).
+    ``precision`` fp32: 4 bytes per weight; bf16: the frozen weights in bf16 (2 bytes), trainable
+    ones as fp32 masters (4 bytes). Gradients 4 bytes and AdamW's two moments 8 bytes per trainable
+    parameter."""
     params = sum(p.numel() for p in model.parameters())
     h, layers = config.hidden_size, config.num_hidden_layers
-    classifier = h * num_labels + num_labels  # the fresh task head; the base (BERT's pooler included) is in params
-    head = h * h + h + classifier  # pooler + classifier: what head-only and the peft methods train in full
+    head = head_parameters(model)  # what head-only and the peft methods train in full
     if targets is None:  # what a run with no lora.target_modules adapts
             targets = tuple(lora_targets(config.model_type, [n for n, _ in model.named_modules()]))
     lora = lora_parameters(model, r, list(targets)).total + head
@@ -156,10 +193,10 @@ def estimate(config: Any, model: torch.nn.Module, batch: int, seq_len: int, prec
     frozen_bytes = 4 if precision == "fp32" else 2
     act_bytes = 4 if precision == "fp32" else 2
     rows = []
-    for method, trainable, stored, seq in [("full", params + classifier, layers, seq_len), ("head", head, 1, seq_len),
+    for method, trainable, stored, seq in [("full", params, layers, seq_len), ("head", head, 1, seq_len),
                                            ("lora", lora, layers, seq_len), ("ia3", ia3, layers, seq_len),
                                            ("prompt", prompt, layers, seq_len + virtual_tokens)]:
-        frozen = params + classifier - trainable
+        frozen = params - trainable
         rows.append(MethodEstimate(
             method, trainable, weights=frozen * frozen_bytes + trainable * 4, gradients=trainable * 4.0,
             optimizer=trainable * 8.0, activations=activation_bytes(config, batch, seq, act_bytes, stored),
@@ -175,6 +212,8 @@ class Advice:
     tune: bool = False  # search the learning rate and epochs with `pipeline tune`
     shared_base: bool = False  # one base model with one adapter per task
     estimates: dict[str, list[MethodEstimate]] = field(default_factory=dict)  # precision -> rows
+    recipe: str = "sequence_classification"
+    seq_len: int = 128  # tokens per row the estimates assume
 
 
 def parse_memory(text: str) -> float:
@@ -199,22 +238,28 @@ def nearest_measured(rows: list[dict[str, Any]], train_size: int) -> dict[str, A
     return min(rows, key=lambda row: abs(math.log(row["train_size"] / train_size)))
 
 
-def advise(model_name: str, train_size: int, gpu_memory: float, tasks: int = 1, seq_len: int = 128,
-           batch_size: int = 32) -> Advice:
-    """Recommend a method from the data size, the memory at hand and the number of tasks.
+def advise(model_name: str, train_size: int, gpu_memory: float, tasks: int = 1, seq_len: int | None = None,
+           batch_size: int = 32, recipe: str = "sequence_classification", num_labels: int | None = None) -> Advice:
+    """Recommend a method for a ``recipe`` run from the data size, the memory at hand and the number
+    of tasks; ``seq_len`` defaults to the recipe's (384-token windows for question answering).
 
     The rules, in order: several tasks sharing a deployment -> one base with one LoRA adapter per
-    task; up to the largest training-set size bench/small_data.py measured (``crossovers.json``) ->
-    the method that won at the measured size nearest the user's (if it fits in memory); otherwise
-    full fine-tuning when it fits (enough data to move every weight, usually the best accuracy),
-    else LoRA, else head-only.
+    task; for sentence classification up to the largest training-set size bench/small_data.py
+    measured (``crossovers.json``) -> the method that won at the measured size nearest the user's
+    (if it fits in memory); otherwise full fine-tuning when it fits (enough data to move every
+    weight, usually the best accuracy), else LoRA, else head-only.
     """
-    if train_size <= 0 or tasks <= 0 or seq_len <= 0 or batch_size <= 0:
-        raise PipelineError("--train-size, --tasks, --seq-len and --batch-size must be positive")
+    if recipe not in PLANNED_RECIPES:
+        raise PipelineError(f"--recipe {recipe}: plans cover the recipes that put a head on an encoder: "
+                            f"{', '.join(PLANNED_RECIPES)}")
+    seq_len = seq_len or PLANNED_RECIPES[recipe]["seq_len"]
+    if train_size <= 0 or tasks <= 0 or seq_len <= 0 or batch_size <= 0 or (num_labels is not None and num_labels <= 0):
+        raise PipelineError("--train-size, --tasks, --seq-len, --batch-size and --labels must be positive")
     table = crossovers()
-    measured = table["crossovers"] if table else []
+    # measured on SST-2 sentences: it says nothing of tagging or span reading
+    measured = table["crossovers"] if table and recipe == "sequence_classification" else []
     config = load_model_config(model_name)
-    model = skeleton(config)
+    model = task_model(model_name, recipe, num_labels)
     rows = {p: estimate(config, model, batch_size, seq_len, p) for p in ("fp32", "bf16")}
     best = {r.method: r for r in rows["bf16"]}  # bf16 mixed precision: what a modern GPU run uses
     fits = {m for m, r in best.items() if r.total <= gpu_memory}
@@ -270,12 +315,12 @@ def advise(model_name: str, train_size: int, gpu_memory: float, tasks: int = 1, 
         advice = Advice("head", "head-only training (nothing else fits)", reasons)
     if advice.method != "full" and "full" not in fits:
         advice.reasons.append(f"full fine-tuning would need about {gib(best['full'].total)} of {gib(gpu_memory)}")
-    advice.estimates = rows
+    advice.estimates, advice.recipe, advice.seq_len = rows, recipe, seq_len
     return advice
 
 
-def format_advice(advice: Advice, model_name: str, gpu_memory: float, batch_size: int, seq_len: int) -> str:
-    lines = [f"memory to train {model_name} at batch {batch_size} x {seq_len} tokens (AdamW; "
+def format_advice(advice: Advice, model_name: str, gpu_memory: float, batch_size: int) -> str:
+    lines = [f"memory to train {model_name} for {advice.recipe} at batch {batch_size} x {advice.seq_len} tokens (AdamW; "
              f"+{OVERHEAD_BYTES / GiB:.1f} GiB framework overhead in the totals):",
              f"{'method':8s} {'trainable':>12s} {'weights':>9s} {'grads':>9s} {'AdamW':>9s} {'activ.':>9s} "
              f"{'total fp32':>11s} {'total bf16':>11s} {'per task':>10s}"]
