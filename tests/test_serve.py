@@ -100,3 +100,16 @@ def test_a_client_that_waits_for_100_continue_gets_the_413_before_sending(server
     answer, _ = raw_post(url, "Content-Type: application/json\r\nContent-Length: 20000000\r\n"
                               "Expect: 100-continue\r\n")
     assert answer.startswith(b"HTTP/1.1 413") and b"100 Continue" not in answer
+
+
+def test_a_slow_body_holds_up_no_one_and_a_body_cut_short_is_answered_400(server):
+    url, _ = server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as slow:
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b'Content-Length: 1000\r\n\r\n{"texts": ["A fine')
+        assert post(url, GOOD)[0] == 200  # served while the slow client's body is still on its way
+        slow.shutdown(socket.SHUT_WR)  # the client stops sending: the body ends before its Content-Length
+        answer = slow.recv(4096)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
+    assert post(url, GOOD)[0] == 200

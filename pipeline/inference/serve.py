@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
+from starlette.requests import ClientDisconnect
 
 from pipeline.errors import PipelineError
 from pipeline.inference.engines import TextClassifier
@@ -220,10 +221,13 @@ async def read_json(request: Request, limits: Limits, example: str) -> dict[str,
     if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
         raise too_big
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise too_big
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limits.max_body_bytes:
+                raise too_big
+    except ClientDisconnect:  # the client stopped sending before its body ended; it reads no answer
+        raise BadRequest(400, "the body ended before its Content-Length; send the whole body") from None
     try:
         payload = json.loads(body)
     except RecursionError:  # the parser recurses once per level; a bound deeper than any route needs
