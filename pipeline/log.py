@@ -10,15 +10,31 @@ import os
 import sys
 
 log = logging.getLogger("pipeline")
+# A record with this attribute set (``extra={TRANSIENT: True}``) is a status line: drawn in place on a
+# terminal and replaced by the next line, left out of a log that is not a terminal.
+TRANSIENT = "transient"
 
 
 class _Terminal(logging.Handler):
     """Messages as they are, INFO to stdout and WARNING and above to stderr, each stream looked up
     when the message is written (so redirected or captured streams receive it)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn = False  # a transient line is on the terminal, to be overwritten
+
     def emit(self, record: logging.LogRecord) -> None:
         warning = record.levelno >= logging.WARNING
         stream = sys.stderr if warning else sys.stdout
+        if getattr(record, TRANSIENT, False):
+            if stream.isatty():
+                stream.write("\r\033[K" + self.format(record))
+                stream.flush()
+                self.drawn = True
+            return
+        if self.drawn:
+            sys.stdout.write("\r\033[K")
+            self.drawn = False
         stream.write(("warning: " if warning else "") + self.format(record) + "\n")
         stream.flush()
 

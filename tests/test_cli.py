@@ -67,3 +67,16 @@ def test_predict_errors(lora_run, tmp_path):
     assert_one_line_error(cli("predict", lora_run), "no texts")
     assert_one_line_error(cli("predict", lora_run, "--text", " "), "text 1 is empty")
     assert_one_line_error(cli("predict", tmp_path, "--text", "fine"), "not a run folder")
+
+
+def test_training_prints_time_rate_and_time_left_and_no_warning_from_unused_components(tmp_path):
+    result = cli("train", "sst2_lora", "dataset.max_train_samples=64", "dataset.max_eval_samples=32",
+                 "training.max_steps=4", "training.logging_steps=2", f"output_dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr
+    steps = [line for line in result.stdout.splitlines() if line.startswith("train | step")]
+    # in a log (not a terminal) the logging steps' lines alone, each with the time so far, rate and time left
+    assert [line.split(" | ")[1] for line in steps] == ["step 2/4", "step 4/4"]
+    assert all(" elapsed | " in line and " samples/s | " in line and line.endswith(" left") for line in steps)
+    assert "\r" not in result.stdout and "\x1b" not in result.stdout
+    # nothing from DeepSpeed (installed here, unused by this run), nor any other warning
+    assert result.stderr.strip() == "", result.stderr

@@ -186,8 +186,9 @@ RAW_BODIES = st.one_of(st.binary(max_size=200), st.integers(1, 40_000).map(lambd
                        st.sampled_from([b"", b"{", b"\xff\xfe{}", b'{"texts": ["\xe9"]}', b"1" * 5000, b"1e999999"]))
 HEADERS = st.dictionaries(st.sampled_from(["Content-Type", "Content-Length", "Authorization", "Transfer-Encoding",
                                            "Expect"]),
+                          # (a chunked body is not generated: a message left unfinished waits, like a slow client)
                           st.sampled_from(["application/json", "text/plain", "", "0", "-1", "99999999999999", "abc",
-                                           "Bearer x", "chunked", "100-continue", "gzip"]), max_size=3)
+                                           "Bearer x", "chunked, gzip", "100-continue", "gzip"]), max_size=3)
 
 
 def check_request(url: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -207,7 +208,9 @@ def check_request(url: str, path: str, body: bytes, headers: dict[str, str] | No
     finally:
         connection.close()
     assert status < 500, (status, payload[:200])
-    if status >= 400 and payload:
+    if payload == b"Invalid HTTP request received.":  # framing the HTTP layer refuses before the app runs
+        assert status == 400
+    elif status >= 400:
         error = json.loads(payload)["error"]
         assert isinstance(error, str) and "\n" not in error
 

@@ -232,8 +232,8 @@ async def read_json(request: Request, limits: Limits, example: str) -> dict[str,
         payload = json.loads(body)
     except RecursionError:  # the parser recurses once per level; a bound deeper than any route needs
         payload = None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest(400, f"body is not valid JSON; send {example}") from None
+    except (ValueError, UnicodeDecodeError):  # JSONDecodeError, or a number past Python's 4,300 digits
+        raise BadRequest(400, f"body is not valid JSON (or holds a number of over 4,300 digits); send {example}") from None
     if payload is None or json_depth(payload) > limits.max_json_depth:
         raise BadRequest(400, f"body nests arrays or objects more than {limits.max_json_depth} deep; send {example}")
     if not isinstance(payload, dict):

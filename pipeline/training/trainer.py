@@ -247,6 +247,15 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def quiet_unused_accelerators() -> None:
+    """DeepSpeed, when installed, is imported by Trainer and announces a warning on every CPU-only
+    start ("unable to detect" a GPU) whether or not the run uses it: where torch sees no accelerator,
+    name the CPU for it (a launch that sets DS_ACCELERATOR keeps its own)."""
+    xpu = getattr(torch, "xpu", None)
+    if not (torch.cuda.is_available() or torch.backends.mps.is_available() or (xpu is not None and xpu.is_available())):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def check_machine(config: RunConfig) -> None:
     """What the config needs of this machine, checked before anything loads (validation checks the
     config alone, so that a finished run's config loads anywhere)."""
@@ -276,6 +285,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     """Run ``config`` with ``recipe`` through Trainer end to end and return the run folder; ``resume``
     ("latest" or a checkpoint path) continues an interrupted run from its checkpoint."""
     check_machine(config)
+    quiet_unused_accelerators()
     # Before the config is saved or compared with a resumed run's: the run records what it does.
     resolve_lora_targets(config)
     resolve_training(config, recipe)
