@@ -24,6 +24,9 @@ RUNS = {
                   "training.max_steps=6"],
     "causal_lm": ["tiny_shakespeare_gpt2", "dataset.max_train_samples=200", "dataset.max_eval_samples=20",
                   "lm.vocab_size=500", "lm.n_layer=1", "lm.n_embd=64", "training.max_steps=6"],
+    "instruction": ["alpaca_smollm2_lora", "dataset.max_train_samples=16", "dataset.max_eval_samples=4",
+                    "dataset.max_length=128", "chat.generation_samples=2", "chat.max_new_tokens=8",
+                    "training.max_steps=2"],
 }
 # The arguments each command takes after the run folder.
 ARGS = {"predict": ["--text", "A fine film."], "serve": ["--port", "0"], "ner": ["--text", "Paris is nice."],

@@ -48,7 +48,8 @@ def best_eval_accuracy(run: Path) -> float:
     return max(r["eval_accuracy"] for r in records if "eval_accuracy" in r)
 
 
-@pytest.mark.parametrize("method, weights", [("full", "model.safetensors"), ("lora", "adapter_model.safetensors")])
+@pytest.mark.parametrize("method, weights", [pytest.param("full", "model.safetensors", marks=pytest.mark.slow),
+                                             ("lora", "adapter_model.safetensors")])  # full: slow, for time
 def test_fsdp_saves_the_whole_model_which_predicts_as_in_memory(tmp_path, method, weights):
     run = tmp_path / method
     lr = "training.learning_rate=1e-3" if method == "lora" else "training.learning_rate=5e-5"
@@ -69,7 +70,8 @@ def test_fsdp_saves_the_whole_model_which_predicts_as_in_memory(tmp_path, method
     assert run_cli("predict", run, "--text", "A gripping, beautifully made film.") == 0
 
 
-@pytest.mark.parametrize("model_type", ["distilbert", "roberta", "deberta-v2", "llama"])
+@pytest.mark.parametrize("model_type", [*(pytest.param(m, marks=pytest.mark.slow) for m in ("distilbert", "roberta", "deberta-v2")),
+                                        "llama"])  # the encoders: slow, for time
 def test_fsdp_shards_other_architectures_and_saves_their_whole_adapter(tmp_path, sst2_rows, model_type):
     from zoo import build
 
@@ -84,6 +86,7 @@ def test_fsdp_shards_other_architectures_and_saves_their_whole_adapter(tmp_path,
     assert "accuracy" in metrics(run)["validation"]
 
 
+@pytest.mark.slow  # kept out of CI for time: resume after a kill runs in test_launch
 def test_fsdp_resumes_a_sharded_run_killed_by_sigkill_to_the_same_metrics(tmp_path):
     def args(out: Path) -> list[str]:
         return ["train", "sst2_lora", *SMALL, "training.max_steps=12", "training.eval_strategy=steps",
@@ -115,7 +118,7 @@ def saved_numbers(weights: Path) -> int:
         return sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
 
 
-@pytest.mark.parametrize("method", ["adalora", "prompt"])
+@pytest.mark.parametrize("method", ["adalora", pytest.param("prompt", marks=pytest.mark.slow)])  # prompt: slow, for time
 def test_fsdp_runs_the_peft_methods_that_read_their_weights_whole(tmp_path, method):
     """AdaLoRA ranks singular values across all its matrices and prompt tuning computes its
     embeddings for each checkpoint: FSDP leaves those few parameters whole on every process, with
@@ -153,8 +156,8 @@ def test_fsdp_prefix_tuning_trains_a_decoder_in_bf16_and_saves_its_prefix(tmp_pa
     assert metrics(run)["validation"]["perplexity"] < metrics(run)["before"]["perplexity"] - 5
 
 
-@pytest.mark.parametrize("stage, method, weights", [(2, "lora", "adapter_model.safetensors"),
-                                                   (3, "full", "model.safetensors")])
+@pytest.mark.parametrize("stage, method, weights", [pytest.param(2, "lora", "adapter_model.safetensors", marks=pytest.mark.slow),
+                                                   (3, "full", "model.safetensors")])  # ZeRO-2: slow, for time
 def test_deepspeed_zero_saves_the_whole_model_which_scores_as_in_memory(tmp_path, stage, method, weights):
     pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
     run = tmp_path / f"zero{stage}"
@@ -183,6 +186,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # kept out of CI for time: DDP over two processes runs in test_launch
 def test_two_machines_of_one_process_write_one_run_folder_with_single_process_metrics(tmp_path):
     quick = [*SMALL, "training.num_train_epochs=1", "training.learning_rate=1e-3"]
     single, shared = tmp_path / "single", tmp_path / "shared"

@@ -92,6 +92,7 @@ def test_short_mlm_run_lowers_held_out_loss_and_fill_mask_reads_the_run(tmp_path
         assert all(p["token"] for p in predictions)
 
 
+@pytest.mark.slow  # kept out of CI for time: MLM training is covered by the short MLM run
 def test_nsp_run_learns_next_sentence_prediction(tmp_path):
     """Measured: NSP accuracy 0.47 before and 0.70 after 60 steps on the 47 held-out pairs (loss 8.5 -> 5.6);
     the thresholds leave 5 pairs of margin."""
@@ -120,6 +121,7 @@ def test_whole_word_masking_masks_every_piece_of_a_chosen_word():
     assert any(chosen)
 
 
+@pytest.mark.slow  # kept out of CI for time: 3 minutes; the causal_lm recipe trains in test_api
 def test_gpt2_from_scratch_lowers_validation_perplexity(tmp_path, capsys):
     out = tmp_path / "gpt2"
     assert run_cli("train", "tiny_shakespeare_gpt2", "dataset.max_train_samples=800", "dataset.max_eval_samples=80",
@@ -163,6 +165,7 @@ def adapter_on_base(run):
     return PeftModel.from_pretrained(base, run), AutoTokenizer.from_pretrained(run)
 
 
+@pytest.mark.slow  # kept out of CI for time: SmolLM2 LoRA trains in test_instruction
 def test_smollm2_lora_saves_a_small_adapter_and_generates(tmp_path, capsys):
     out = tmp_path / "smol"
     assert run_cli("train", "tiny_shakespeare_smollm2_lora", "lm.block_size=64", "dataset.max_train_samples=40",
@@ -177,6 +180,7 @@ def test_smollm2_lora_saves_a_small_adapter_and_generates(tmp_path, capsys):
     assert greedy_cli(out, capsys) == greedy_direct(*adapter_on_base(out))  # the adapter is what generates
 
 
+@pytest.mark.slow  # kept out of CI for time: SmolLM2 LoRA trains in test_instruction
 def test_smollm2_classifies_sentiment_with_lora(tmp_path):
     from pipeline.inference.engines import TextClassifier
 
@@ -195,6 +199,7 @@ def test_smollm2_classifies_sentiment_with_lora(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["validation"] == recorded
 
 
+@pytest.mark.slow  # kept out of CI for time: MLM training is covered by the short MLM run
 def test_dapt_run_folder_feeds_the_classification_recipe(tmp_path):
     """The classifier starts from the domain-adapted encoder: with the encoder frozen (method head),
     its saved encoder weights are the DAPT run's, which differ from the packaged MiniLM's."""

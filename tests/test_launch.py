@@ -61,7 +61,7 @@ def resumable(method: str, out: Path) -> list[str]:
             f"output_dir={out}"]
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
+@pytest.mark.parametrize("method", [pytest.param("full", marks=pytest.mark.slow), "lora"])  # full: slow, for time
 def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_metrics(tmp_path, method):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_cli(*resumable(method, whole)) == 0

@@ -143,6 +143,7 @@ def test_adalora_schedule_prunes_rank_and_the_pruned_adapter_reloads(tmp_path, c
     assert f"accuracy {trained:.4f}" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # kept out of CI for time: three training processes
 def test_compare_tabulates_each_method_and_reports_a_failing_one(tmp_path, capsys):
     import yaml
     from PIL import Image

@@ -144,6 +144,7 @@ def test_logs_land_as_tensorboard_events_and_a_csv_table(tmp_path):
     assert any(r.get("eval_accuracy") for r in rows) and any(r.get("loss") for r in rows)
 
 
+@pytest.mark.slow  # kept out of CI for time: a full extra training run
 def test_a_runs_config_file_trains_the_same_run_again(tmp_path):
     """run_config.yaml holds every resolved setting (the method's learning rate, the schedule, the
     precision chosen for this hardware), so training from it repeats the run exactly."""

@@ -51,6 +51,9 @@ class DatasetConfig(Section):
     question_column: str = "question"
     context_column: str = "context"
     answers_column: str = "answers"  # {"text": [...], "answer_start": [...]}; empty lists: no answer
+    # instruction tuning: several conversations per row, none attending to another (position ids
+    # restart per conversation; no padding)
+    packing: bool = False
     # token classification only
     tag_scheme: Literal["IOB1", "IOB2"] = "IOB2"  # of local files: IOB1 is converted to IOB2
     label_all_subtokens: bool = False  # label every sub-token of a word, not just the first
@@ -117,6 +120,18 @@ class QAConfig(Section):
     version_2: bool = False
     null_threshold: float = 0.0
     f1_unit: Literal["word", "char"] | None = None  # None: the dataset's (char for Japanese, JGLUE's convention)
+
+
+class ChatConfig(Section):
+    """Instruction tuning (recipe instruction): how rows become conversations, what trains, and the
+    generation check on held-out prompts."""
+    format: Literal["auto", "alpaca", "messages", "sharegpt", "prompt_completion"] = "auto"
+    # the layout's field names where a file differs, e.g. {instruction: question, output: answer}
+    columns: dict[str, str] = Field(default_factory=dict)
+    system_prompt: str | None = None  # put first in every conversation that has no system turn
+    train_on_prompt: bool = False  # the loss on every token, not only the assistant's replies
+    max_new_tokens: int = Field(128, gt=0)  # the generation check: a reply must end within this
+    generation_samples: int = Field(20, ge=0)  # held-out prompts the generation check answers
 
 
 class AugmentConfig(Section):
@@ -231,6 +246,7 @@ class RunConfig(Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig)  # prompt and prefix
     setfit: SetFitConfig = Field(default_factory=SetFitConfig)  # method setfit
     qa: QAConfig = Field(default_factory=QAConfig)  # question_answering
+    chat: ChatConfig = Field(default_factory=ChatConfig)  # instruction
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
     hub: HubConfig = Field(default_factory=HubConfig)

@@ -16,7 +16,7 @@ from pipeline.data.readers import documents_from_text, read_conll, read_file, re
 from pipeline.errors import PipelineError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # pipeline/data/catalogue.py -> the project
-Kind = Literal["classification", "tagging", "corpus", "qa"]
+Kind = Literal["classification", "tagging", "corpus", "qa", "chat"]
 Splits = dict[str, Any]  # split -> Columns (classification, qa), Sentences (tagging) or documents (corpus)
 
 
@@ -90,6 +90,11 @@ def _squad_files(files: dict[str, str]) -> Callable[[Path], Splits]:
     return lambda folder: {split: read_squad_json(folder / name) for split, name in files.items()}
 
 
+def _json_rows(name: str) -> Callable[[Path], Splits]:
+    """A JSON array of rows (one training split; the recipe holds out its own validation rows)."""
+    return lambda folder: {"train": read_file(folder / name)}
+
+
 CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     Entry("sst2", "classification", "glue", "sst2", _sst2, hub_config="sst2", text_column="sentence",
           label_names=("negative", "positive")),
@@ -109,6 +114,8 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     # JGLUE's valid set trains and its test set evaluates offline; online, the Hub's train and validation.
     Entry("jsquad", "qa", "shunk031/JGLUE", "jsquad", _squad_files(
         {"train": "valid-v1.3.json", "validation": "test-v1.3.json"}), hub_config="JSQuAD", f1_unit="char"),
+    # 999 alpaca-format instructions offline; online, the Alpaca set they sample (52,002 rows).
+    Entry("alpaca_demo", "chat", "tatsu-lab/alpaca", "alpaca_demo", _json_rows("alpaca_en_demo.json")),
 )}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from pipeline.data.conversations import end_of_turn_ids
 from pipeline.errors import PipelineError
 from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.registry import get_recipe
@@ -81,33 +82,40 @@ def fill_mask(name: str, text: str, top_k: int = 5, options: Any = None) -> list
 
 
 class TextGenerator:
-    """A causal LM loaded once: sampled or greedy continuations of a prompt."""
+    """A causal LM loaded once: sampled or greedy continuations of a prompt. An instruction-tuned run
+    (``chat``) answers the prompt as a user's turn through its chat template instead, and the reply
+    ends at the template's end-of-turn token."""
 
-    def __init__(self, model: Any, tokenizer: Any):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model: Any, tokenizer: Any, chat: bool = False):
+        self.model, self.tokenizer, self.chat = model, tokenizer, chat
 
     @classmethod
     def load(cls, name: str, options: Any = None) -> "TextGenerator":
         from transformers import AutoModelForCausalLM
 
-        return cls(*load(name, AutoModelForCausalLM, "generate", options))
+        chat = (Path(name) / run_folder.CONFIG_FILE).exists() and run_folder.load_run_config(name).recipe == "instruction"
+        return cls(*load(name, AutoModelForCausalLM, "generate", options), chat=chat)
 
     def __call__(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_p: float = 0.95,
                  num_return_sequences: int = 1, seed: int = 0) -> list[str]:
         """Sampled continuations of ``prompt`` (greedy when ``temperature`` is 0), reproducible by ``seed``."""
         check_generation(prompt, max_new_tokens, temperature, top_p, num_return_sequences)
         tokenizer = self.tokenizer
-        encoded = tokenizer(prompt, return_tensors="pt").to(self.model.device)
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True) if self.chat else prompt
+        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=not self.chat).to(self.model.device)
         sample = temperature > 0
         torch.manual_seed(seed)
+        stop = {"eos_token_id": end_of_turn_ids(tokenizer)} if self.chat else {}
         with torch.inference_mode():
             out = self.model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=sample,
                                       temperature=temperature if sample else None, top_p=top_p if sample else None,
                                       top_k=None, num_return_sequences=num_return_sequences,
                                       pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                      else tokenizer.eos_token_id)
+                                      else tokenizer.eos_token_id, **stop)
         start = encoded["input_ids"].shape[1]
-        return [prompt + tokenizer.decode(seq[start:], skip_special_tokens=True) for seq in out]
+        replies = [tokenizer.decode(seq[start:], skip_special_tokens=True) for seq in out]
+        return [reply.strip() for reply in replies] if self.chat else [prompt + reply for reply in replies]
 
 
 def check_generation(prompt: str, max_new_tokens: int, temperature: float, top_p: float,

@@ -51,7 +51,7 @@ def metrics_rows(metrics: dict[str, Any]) -> list[str]:
 # The Hub's task names, for the structured results (model-index) a Hub card carries.
 HUB_TASKS = {"sequence_classification": "text-classification", "token_classification": "token-classification",
              "question_answering": "question-answering",
-             "masked_lm": "fill-mask", "causal_lm": "text-generation"}
+             "masked_lm": "fill-mask", "causal_lm": "text-generation", "instruction": "text-generation"}
 
 
 def eval_results(config: Any, metrics: dict[str, Any]) -> list[Any]:
@@ -97,6 +97,12 @@ def model_card(run_dir: Path, recipe: Recipe, repo_id: str | None = None, base_i
                  f"model = PeftModel.from_pretrained({auto}.from_pretrained(\"{base}\"), \"{where}\")")
     if not setfit:
         usage += f"\ntokenizer = AutoTokenizer.from_pretrained(\"{where}\")"
+    if config.recipe == "instruction":  # the tokenizer carries the chat template the run trained with
+        usage += ('\nmessages = [{"role": "user", "content": "Name three primary colours."}]\n'
+                  'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+                  'return_dict=True)\n'
+                  'reply = model.generate(**inputs, max_new_tokens=128)\n'
+                  'print(tokenizer.decode(reply[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))')
     data = config.dataset.name or public_name(config.dataset.train_file)
     figure = "![confusion matrix](confusion_matrix.png)\n" if (run_dir / "confusion_matrix.png").exists() else ""
     command = "" if repo_id else f"```\n{recipe.usage.format(run=where)}\n```\n"
