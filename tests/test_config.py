@@ -151,3 +151,11 @@ def test_the_rule_is_recorded_and_a_rate_far_from_the_method_is_reported(tmp_pat
             in capsys.readouterr().err)
     training = yaml.safe_load((tmp_path / "high" / "run_config.yaml").read_text())["training"]
     assert training["learning_rate"] == 1e-3 and training["learning_rate_rule"] == "set in the config"
+
+
+def test_a_value_that_contains_itself_is_refused_in_one_line(tmp_path):
+    # found by the 2,000-case property run: a YAML alias inside its own anchor recursed until Python gave up
+    assert "contains itself" in error(LORA, "lora.target_modules=&a [*a]")
+    path = tmp_path / "config.yaml"
+    path.write_text(LORA.read_text().replace("lora: {r: 8, alpha: 16, dropout: 0.1}", "lora: {target_modules: &a [*a]}"))
+    assert "contains itself" in error(path)

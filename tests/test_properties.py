@@ -161,6 +161,43 @@ def check_question_file(content: bytes, suffix: str) -> None:
             one_line(exc)
 
 
+ROLE_NAMES = st.sampled_from(["user", "assistant", "system", "human", "gpt", "robot", "", "USER"])
+TURN = st.one_of(st.fixed_dictionaries({"role": ROLE_NAMES, "content": st.one_of(st.text(max_size=30), st.none())}),
+                 st.fixed_dictionaries({"from": ROLE_NAMES, "value": st.one_of(st.text(max_size=30), st.integers())}),
+                 st.just({}), st.text(max_size=5))
+CONVERSATION_ROW = st.one_of(
+    st.fixed_dictionaries({"messages": st.lists(TURN, max_size=4)}),
+    st.fixed_dictionaries({"conversations": st.one_of(st.lists(TURN, max_size=4), st.text(max_size=5))}),
+    st.fixed_dictionaries({"instruction": st.text(max_size=20), "output": st.one_of(st.text(max_size=20), st.none())},
+                          optional={"input": st.one_of(st.text(max_size=10), st.integers())}),
+    st.fixed_dictionaries({"prompt": st.text(max_size=20), "completion": st.text(max_size=20)}),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
+)
+CONVERSATION_BYTES = st.one_of(
+    st.builds(lambda rows, suffix: (suffix, "".join(json.dumps(r) + "\n" for r in rows).encode()),
+              st.lists(CONVERSATION_ROW, min_size=1, max_size=5), st.just(".jsonl")),
+    st.builds(lambda rows: (".json", json.dumps(rows).encode()), st.lists(CONVERSATION_ROW, min_size=1, max_size=5)),
+    st.builds(lambda content, suffix: (suffix, content), FILE_BYTES, st.sampled_from([".jsonl", ".json", ".csv"])),
+)
+
+
+def check_conversation_file(case: tuple[str, bytes]) -> None:
+    """The instruction recipe's data: every row a conversation with an assistant reply, or one line
+    naming the file and row."""
+    from pipeline.config.schema import ChatConfig, DatasetConfig
+    from pipeline.data.conversations import load_conversations
+
+    suffix, content = case
+    tmp, path = in_file(content, f"chat{suffix}")
+    with tmp:
+        try:
+            splits = load_conversations(DatasetConfig(train_file=str(path)), ChatConfig(), seed=0)
+            for conversation in splits["train"] + splits["validation"]:
+                assert any(m["role"] == "assistant" and m["content"].strip() for m in conversation)
+        except PipelineError as exc:
+            one_line(exc)
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP: every body and header the server takes
 
@@ -270,6 +307,19 @@ def test_prediction_input_files_150_cases(content, suffix):
 @given(content=FILE_BYTES, suffix=st.sampled_from([".jsonl", ".csv", ".tsv"]))
 def test_question_files_150_cases(content, suffix):
     check_question_file(content, suffix)
+
+
+@cases(CI_CASES)
+@given(case=CONVERSATION_BYTES)
+def test_conversation_files_150_cases(case):
+    check_conversation_file(case)
+
+
+@pytest.mark.slow
+@cases(THOROUGH_CASES)
+@given(case=CONVERSATION_BYTES)
+def test_conversation_files_2000_cases(case):
+    check_conversation_file(case)
 
 
 @cases(CI_CASES)

@@ -38,6 +38,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise PipelineError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise PipelineError(f"config file {path}: values nest too deep to read; write them out flatter") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -45,6 +47,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise PipelineError(f"config file {path}{where}: YAML syntax error ({problem}); fix the YAML there") from None
     if data is None:
         raise PipelineError(f"config file {path} is empty; start from one in recipes/configs/")
+    if refers_to_itself(data):
+        raise PipelineError(f"config file {path} holds a value that contains itself (a YAML alias inside its own "
+                            f"anchor, like &a [*a]); write the value out")
     if not isinstance(data, dict):
         raise PipelineError(f"config file {path} must be a mapping of keys to values, "
                             f"not a {type(data).__name__}")
@@ -64,6 +69,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw  # not YAML: keep the text and let the schema judge it
+        except RecursionError:
+            raise PipelineError(f"override {key}: its value nests too deep to read; write it out flatter") from None
+        if refers_to_itself(value):
+            raise PipelineError(f"override {key}: its value contains itself (a YAML alias inside its own anchor, "
+                                f"like &a [*a]); write the value out")
         set_key(data, key, value, what=f"override {item!r}")
     return data
 
@@ -91,6 +101,20 @@ def set_key(data: dict[str, Any], key: str, value: Any, what: str) -> None:
                                 f"not a section, so it has no key {parts[depth + 1]!r}")
         node = child
     node[parts[-1]] = value
+
+
+def refers_to_itself(data: Any) -> bool:
+    """Whether a loaded value contains itself (YAML anchors and aliases can build such a list or
+    mapping), found without recursion."""
+    stack = [(data, frozenset())]
+    while stack:
+        node, ancestors = stack.pop()
+        if isinstance(node, (dict, list)):
+            if id(node) in ancestors:
+                return True
+            inside = ancestors | {id(node)}
+            stack.extend((child, inside) for child in (node.values() if isinstance(node, dict) else node))
+    return False
 
 
 def _deepcopy(data: Any) -> Any:

@@ -67,7 +67,8 @@ def detect_layout(row: dict[str, Any], columns: Columns) -> str:
         return "alpaca"
     if columns.prompt in row and columns.completion in row:
         return "prompt_completion"
-    raise ValueError(f"its columns ({', '.join(map(str, row)) or 'none'}) match no conversation layout: give "
+    names = ", ".join(repr(str(name))[:40] for name in list(row)[:8]) or "none"
+    raise ValueError(f"its columns ({names}) match no conversation layout: give "
                      f"{columns.instruction}/{columns.output} (alpaca), {columns.messages} (messages), "
                      f"{columns.conversations} (ShareGPT) or {columns.prompt}/{columns.completion}; or set chat.columns")
 
