@@ -16,4 +16,6 @@ bench/pretraining.sh > bench/out/pretraining.txt 2>&1
 .venv/bin/python bench/scaling.py --json bench/out/scaling.json > bench/out/scaling.txt 2>&1
 .venv/bin/python bench/tune_search.py > bench/out/tune_search.txt 2>&1
 .venv/bin/python bench/small_data.py > bench/out/small_data.txt 2>&1
+.venv/bin/python bench/method_switch.py > bench/out/method_switch.txt 2>&1
+.venv/bin/python -m pytest -q -m slow tests/test_properties.py tests/test_bad_inputs.py > bench/out/properties.txt 2>&1
 echo finished > bench/out/slow.done

@@ -113,3 +113,11 @@ def test_a_slow_body_holds_up_no_one_and_a_body_cut_short_is_answered_400(server
         answer = slow.recv(4096)
     assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
     assert post(url, GOOD)[0] == 200
+
+
+def test_a_body_nested_100000_deep_is_a_400_at_the_default_limits(server):
+    _, engine = server
+    with serving(create_app(engine)) as url:  # the 1 MB default: 200 kB of brackets is well inside it
+        status, body = http(url, "/predict", b"[" * 100_000 + b"]" * 100_000)
+        assert status == 400 and "nests arrays or objects more than 16 deep" in body["error"]  # was a 500
+        assert post(url, GOOD)[0] == 200
