@@ -84,7 +84,7 @@ CASES: dict[str, tuple[Case, str]] = {
     "predict with no texts": (lambda t, r: ["predict", fake_run(t)], "no texts"),
     "non-string item": (lambda t, r: ["predict", fake_run(t), "--file", text(t / "in.jsonl", '{"text": 5}\n')],
                         "is a int, not a string"),
-    "run folder missing its adapter": (lambda t, r: ["predict", fake_run(t), "--text", "fine"], "no adapter_model"),
+    "run folder missing its adapter": (lambda t, r: ["predict", fake_run(t), "--text", "fine"], "adapter_model.safetensors is missing"),
     "unknown recipe": (lambda t, r: ["train", "sst2_lora", "recipe=sequence_clasification"], "did you mean"),
 }
 
