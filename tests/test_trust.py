@@ -219,7 +219,7 @@ def test_a_cancelled_request_never_stops_the_batch_worker():
     from pipeline.inference.serve import MicroBatcher
 
     async def scenario():
-        batcher = MicroBatcher(SlowEngine(delay=0.3))
+        batcher = MicroBatcher(SlowEngine(delay=0.3).probabilities)
         abandoned = asyncio.create_task(batcher.submit(["gone"], None))
         await asyncio.sleep(0.1)  # its batch is running
         abandoned.cancel()  # the client went away
