@@ -33,6 +33,7 @@ from pipeline.recipe import Recipe
 from pipeline.training.callbacks import NonFiniteLossGuard, ProgressLine
 from pipeline.training.trainer import (
     check_machine,
+    quiet_unused_accelerators,
     resolve_training,
     task_trainer,
     training_arguments,
@@ -132,6 +133,7 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
     space = config.tune.space or default_space(config.method, config.model)
     check_space(data, space)
     check_machine(config)
+    quiet_unused_accelerators()
     if out_dir.exists():  # replaced only once the search is known to start
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)

@@ -14,5 +14,6 @@ LOOPS: dict[str, Callable[..., Path]] = {"setfit": setfit.train_setfit}
 
 def train(config: Any, recipe: Any, overwrite: bool = False, resume: str | None = None) -> Path:
     """Train ``config`` with ``recipe`` by its method's loop; return the run folder."""
+    trainer.quiet_unused_accelerators()  # before any loop imports a library that would announce itself
     loop = LOOPS.get(config.method, trainer.train)
     return loop(config, recipe, overwrite=overwrite, resume=resume)
