@@ -260,13 +260,21 @@ def _check_length(text: str, where: str, limits: Limits) -> None:
         raise BadRequest(413, f"{where} has {len(text)} characters; the limit is {limits.max_text_chars}")
 
 
-def parse_predict(payload: dict[str, Any], engine: TextClassifier, limits: Limits) -> PredictRequest:
+def _validated(request_type: type[BaseModel], payload: dict[str, Any], items: str, example: str,
+               limits: Limits) -> Any:
+    """The body as ``request_type``, its list field ``items`` within the server's count limit."""
     try:
-        parsed = PredictRequest.model_validate(payload)
+        parsed = request_type.model_validate(payload)
     except ValidationError as exc:
-        raise _request_error(exc, "texts", PREDICT_EXAMPLE) from None
-    if len(parsed.texts) > limits.max_texts:
-        raise BadRequest(413, f"{len(parsed.texts)} texts in one request; the limit is {limits.max_texts}")
+        raise _request_error(exc, items, example) from None
+    count = len(getattr(parsed, items))
+    if count > limits.max_texts:
+        raise BadRequest(413, f"{count} {items} in one request; the limit is {limits.max_texts}")
+    return parsed
+
+
+def parse_predict(payload: dict[str, Any], engine: TextClassifier, limits: Limits) -> PredictRequest:
+    parsed = _validated(PredictRequest, payload, "texts", PREDICT_EXAMPLE, limits)
     for i, text in enumerate(parsed.texts):
         _check_length(text, f"texts[{i}]", limits)
     if parsed.adapter is not None and parsed.adapter not in engine.adapters:
@@ -276,12 +284,7 @@ def parse_predict(payload: dict[str, Any], engine: TextClassifier, limits: Limit
 
 
 def parse_questions(payload: dict[str, Any], limits: Limits) -> QARequest:
-    try:
-        parsed = QARequest.model_validate(payload)
-    except ValidationError as exc:
-        raise _request_error(exc, "questions", QA_EXAMPLE) from None
-    if len(parsed.questions) > limits.max_texts:
-        raise BadRequest(413, f"{len(parsed.questions)} questions in one request; the limit is {limits.max_texts}")
+    parsed = _validated(QARequest, payload, "questions", QA_EXAMPLE, limits)
     for i, item in enumerate(parsed.questions):
         _check_length(item.question, f"questions[{i}].question", limits)
         _check_length(item.context, f"questions[{i}].context", limits)
