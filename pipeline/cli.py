@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="tokens per window (default: the run's max_length)")
     _add_load_options(p, backend=True)
 
-    p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict; question answering: POST /qa)")
+    p = command("serve", cmd_serve, "serve a run over HTTP (POST /predict; question answering: POST /qa; decoders: "
+                                    "OpenAI's POST /v1/chat/completions)")
     p.add_argument("run", help="a run folder")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -175,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--num-return-sequences", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    _add_load_options(p)
+
+    p = command("chat", cmd_chat, "talk with a decoder run in the terminal, through its chat template")
+    p.add_argument("run", help="an instruction, preference or causal_lm run folder")
+    p.add_argument("--system", help="a system prompt that opens the conversation")
+    p.add_argument("--prompt", help="answer this one message and exit, instead of an interactive session")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="the longest reply, in tokens")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, help="make sampled replies repeatable")
     _add_load_options(p)
 
     p = command("inspect", cmd_inspect, "show tokens, ids, hidden-state shapes and model sizes")
@@ -380,10 +391,35 @@ def question_pairs(args: argparse.Namespace) -> Iterator[dict[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from pipeline.api import run_recipe
     from pipeline.inference.serve import serve
 
     api_key = args.api_key or os.environ.get("PIPELINE_API_KEY") or None
-    serve(load_model(args, "serve").engine, args.host, args.port, api_key=api_key, max_queue=args.max_queue)
+    engine = load_model(args, "serve").engine
+    if run_recipe(args.run).causal:
+        from pipeline.inference.chat import chat_model
+
+        engine = chat_model(engine, Path(args.run).resolve().name)
+    serve(engine, args.host, args.port, api_key=api_key, max_queue=args.max_queue)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from pipeline.api import run_recipe
+    from pipeline.inference.chat import Reply, Settings, chat_loop, chat_model
+    from pipeline.inference.lm_tools import TextGenerator, check_generation
+
+    run_recipe(args.run, "chat")
+    check_generation(args.prompt if args.prompt is not None else "-", args.max_new_tokens, args.temperature,
+                     args.top_p, 1)
+    settings = Settings(max_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    chat = chat_model(TextGenerator.load(args.run, load_options(args)), Path(args.run).resolve().name)
+    if args.prompt is None:
+        return chat_loop(chat, settings, system=args.system)
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}]
+    for piece in chat.stream(messages, settings):
+        print("" if isinstance(piece, Reply) else piece, end="\n" if isinstance(piece, Reply) else "", flush=True)
     return 0
 
 

@@ -17,8 +17,8 @@ from pipeline.errors import PipelineError
 from pipeline.models.pretrained import auto_model_class
 
 # Every command that takes a run folder or a recipe config, in the order the README's table lists them.
-COMMANDS = ("train", "evaluate", "compare", "tune", "predict", "serve", "ner", "qa", "fill-mask", "generate", "inspect",
-            "export", "push")
+COMMANDS = ("train", "evaluate", "compare", "tune", "predict", "serve", "ner", "qa", "fill-mask", "generate", "chat",
+            "inspect", "export", "push")
 
 
 @dataclass
@@ -36,6 +36,12 @@ class Task:
     # language models: scores a model on the validation set with the scorer ``evaluate_run`` uses, so
     # the starting model's scores ("before" in metrics.json) compare like with like with the final ones
     score: Callable[[Any], dict[str, float]] | None = None
+    # An objective that is not the model's own loss (preference pairs) trains through its own Trainer
+    # subclass (TRL's), built as trainer_class(model=, args=, train_dataset=, eval_dataset=,
+    # processing_class=, callbacks=), with its TrainingArguments subclass and that class's own settings.
+    trainer_class: Callable[..., Any] | None = None
+    arguments_class: type | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
 
 
 class Recipe:
@@ -50,6 +56,7 @@ class Recipe:
     commands: ClassVar[frozenset[str]]  # the commands its runs support
     usage: ClassVar[str]  # a command line that uses a finished run, with {run}
     causal: ClassVar[bool] = False  # logits at position t predict token t + 1
+    chat: ClassVar[bool] = False  # trained on conversations: prompts go through the run's chat template
     # whether the task model puts a fresh head on the base (classifiers), which then trains in full
     # under every method; a language model's head is pretrained (and often tied to the embeddings)
     fresh_head: ClassVar[bool] = False

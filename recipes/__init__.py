@@ -7,6 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 NAMES = ("sequence_classification", "token_classification", "question_answering", "masked_lm", "causal_lm",
-         "instruction")
+         "instruction", "preference")
 
 CONFIG_DIR = Path(__file__).parent / "configs"

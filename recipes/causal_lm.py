@@ -43,7 +43,7 @@ class CausalLM(Recipe):
     metric = "loss"
     greater_is_better = False
     causal = True
-    commands = frozenset({"train", "evaluate", "compare", "generate", "inspect", "export", "push"})
+    commands = frozenset({"train", "evaluate", "compare", "generate", "chat", "serve", "inspect", "export", "push"})
     usage = 'pipeline generate {run} "ROMEO:" --max-new-tokens 60'
 
     def build(self, config: RunConfig) -> Task:

@@ -16,17 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, DataCollatorWithFlattening
+from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from pipeline.config.schema import RunConfig
-from pipeline.data.conversations import (
-    end_of_turn_ids,
-    ensure_chat_template,
-    label_conversation,
-    load_conversations,
-)
-from pipeline.data.language_modeling import lm_scores
+from pipeline.data.chat_scores import generation_check, reply_collator, reply_scores
+from pipeline.data.conversations import load_conversations, prepare_chat_tokenizer, tokenize_conversations
 from pipeline.errors import PipelineError
 from pipeline.log import log
 from pipeline.models.pretrained import load_pretrained, load_tokenizer
@@ -43,7 +37,8 @@ class Instruction(Recipe):
     metric = "loss"
     greater_is_better = False
     causal = True
-    commands = frozenset({"train", "evaluate", "compare", "generate", "inspect", "export", "push"})
+    chat = True
+    commands = frozenset({"train", "evaluate", "compare", "generate", "chat", "serve", "inspect", "export", "push"})
     usage = 'pipeline generate {run} "Name three primary colours." --max-new-tokens 60'
 
     def build(self, config: RunConfig) -> Task:
@@ -51,7 +46,7 @@ class Instruction(Recipe):
             raise PipelineError("augment edits words of single texts; it does not apply to conversations (set "
                                 "augment.factor=0)")
         conversations = load_conversations(config.dataset, config.chat, config.seed)
-        tokenizer = chat_tokenizer(config.model, config.trust_remote_code)
+        tokenizer = prepare_chat_tokenizer(load_tokenizer(config.model, config.trust_remote_code), config.model)
         model = load_pretrained(AutoModelForCausalLM, config.model, config.trust_remote_code, config.allow_pickle)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # ChatML's tokens were added
             model.resize_token_embeddings(len(tokenizer))
@@ -90,28 +85,8 @@ class Instruction(Recipe):
         return run_folder.record_scores(run_dir, split, scores)
 
 
-def chat_tokenizer(model: str, trust_remote_code: bool) -> Any:
-    tokenizer = load_tokenizer(model, trust_remote_code)
-    if ensure_chat_template(tokenizer):
-        log.info(f"chat template: {model} has none; using ChatML (<|im_start|>role ... <|im_end|>), saved with the run")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def tokenized(conversations: list[list[dict[str, str]]], tokenizer: Any, config: RunConfig) -> Any:
-    """Each conversation's ids and labels, through ``datasets.map``; the first conversation the
-    template cannot label stops with its row."""
-    import datasets
-
-    def label(row: dict[str, Any], index: int) -> dict[str, Any]:
-        try:
-            return label_conversation(tokenizer, row["messages"], config.dataset.max_length, config.chat.train_on_prompt)
-        except ValueError as exc:
-            raise PipelineError(f"conversation {index + 1}: {exc}") from None
-
-    rows = datasets.Dataset.from_dict({"messages": conversations})
-    return rows.map(label, with_indices=True, remove_columns=["messages"], desc="rendering conversations")
+    return tokenize_conversations(conversations, tokenizer, config.dataset.max_length, config.chat.train_on_prompt)
 
 
 def length_report(splits: dict[str, Any], max_length: int) -> str:
@@ -126,7 +101,7 @@ def length_report(splits: dict[str, Any], max_length: int) -> str:
 def batch_collator(tokenizer: Any, packing: bool) -> Any:
     if packing:
         return PackedBatches()
-    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
+    return reply_collator(tokenizer)
 
 
 class PackedBatches(DataCollatorWithFlattening):
@@ -141,53 +116,6 @@ class PackedBatches(DataCollatorWithFlattening):
 
     def __call__(self, features: list[dict[str, Any]], return_tensors: str | None = None) -> dict[str, Any]:
         return {**super().__call__(features, return_tensors), "use_cache": False}
-
-
-def reply_scores(model: Any, dataset: Any, collator: Any, batch_size: int = 8) -> dict[str, float]:
-    """Held-out loss and perplexity on the reply tokens (the labelled ones), and next-token accuracy there."""
-    scores = lm_scores(model, dataset, collator, causal=True, batch_size=batch_size)
-    return {"loss": scores["loss"], "perplexity": scores["perplexity"], "accuracy": scores["accuracy"]}
-
-
-def generation_check(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
-                     max_new_tokens: int) -> dict[str, float]:
-    """Greedy replies to held-out prompts (each conversation up to its last assistant turn): the share
-    that end with the end-of-turn token within ``max_new_tokens`` (stop rate), and ROUGE-L F1 of
-    the reply against the reference."""
-    if not conversations:
-        return {}
-    stop_ids = end_of_turn_ids(tokenizer)
-    stopped, rouge = 0, []
-    scorer = rouge_scorer()
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    for messages in conversations:
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompt = tokenizer.apply_chat_template(messages[:last], add_generation_prompt=True, tokenize=False)
-        encoded = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(device)
-        with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                                 pad_token_id=tokenizer.pad_token_id)
-        reply = out[0, encoded["input_ids"].shape[1]:].tolist()
-        stopped += any(token in stop_ids for token in reply)
-        text = tokenizer.decode(reply, skip_special_tokens=True)
-        if scorer is not None:
-            rouge.append(scorer.score(messages[last]["content"], text)["rougeL"].fmeasure)
-    model.train(was_training)
-    scores = {"stop_rate": stopped / len(conversations)}
-    if rouge:
-        scores["rouge_l"] = sum(rouge) / len(rouge)
-    return scores
-
-
-def rouge_scorer() -> Any:
-    try:
-        from rouge_score import rouge_scorer as rouge
-    except ImportError:
-        log.warning("ROUGE-L needs rouge-score: pip install 'finetune-pipeline[chat]'; reporting the stop rate alone")
-        return None
-    return rouge.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 RECIPE = Instruction()

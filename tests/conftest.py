@@ -122,6 +122,32 @@ def qa_run(tmp_path_factory) -> Path:
     return out
 
 
+def short_alpaca_rows() -> list[dict[str, str]]:
+    """Real alpaca_demo rows whose replies are short (so a reply can end within a 48-token check)."""
+    from pipeline.config.schema import ChatConfig, DatasetConfig
+    from pipeline.data.conversations import load_conversations
+
+    alpaca = load_conversations(DatasetConfig(name="alpaca_demo"), ChatConfig(), seed=42)
+    short = [c for c in alpaca["train"] + alpaca["validation"] if len(c[1]["content"]) < 120]
+    return [{"instruction": c[0]["content"], "output": c[1]["content"]} for c in short]
+
+
+@pytest.fixture(scope="session")
+def sft_run(tmp_path_factory) -> Path:
+    """The packaged SmolLM2 with LoRA, 12 steps on 48 real short alpaca rows; 8 held out."""
+    folder = tmp_path_factory.mktemp("sft")
+    rows = short_alpaca_rows()
+    train, held = folder / "train.jsonl", folder / "held.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:48]))
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows[48:56]))
+    out = folder / "alpaca_smollm2_lora"
+    assert run_cli("train", "alpaca_smollm2_lora", "dataset.name=null", f"dataset.train_file={train}",
+                   f"dataset.validation_file={held}", "dataset.max_length=256", "training.max_steps=12",
+                   "training.per_device_train_batch_size=4", "chat.generation_samples=8", "chat.max_new_tokens=48",
+                   f"output_dir={out}") == 0
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # A local stand-in for the Hub API (HF_ENDPOINT on 127.0.0.1), for pushes
 

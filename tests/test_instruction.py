@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, short_alpaca_rows
 from pipeline.config.schema import ChatConfig, DatasetConfig
 from pipeline.data.conversations import ensure_chat_template, label_conversation, load_conversations, to_messages
 from pipeline.models.pretrained import load_tokenizer
@@ -129,19 +129,10 @@ def test_to_messages_reads_every_layout_alike(alpaca):
         [{"role": "system", "content": "Be brief."}, *expected]
 
 
-def test_a_short_sft_run_keeps_stopping_and_lowers_the_reply_loss(alpaca, tmp_path):
+def test_a_short_sft_run_keeps_stopping_and_lowers_the_reply_loss(sft_run, tmp_path):
     """The packaged SmolLM2 with LoRA on real alpaca rows whose replies are short (so a reply can end
     within the generation check's 48 tokens)."""
-    short = [c for c in alpaca["train"] + alpaca["validation"] if len(c[1]["content"]) < 120]
-    rows = [{"instruction": c[0]["content"], "output": c[1]["content"]} for c in short]
-    train, held = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:48]))
-    held.write_text("".join(json.dumps(r) + "\n" for r in rows[48:56]))
-    out = tmp_path / "run"
-    assert run_cli("train", "alpaca_smollm2_lora", "dataset.name=null", f"dataset.train_file={train}",
-                   f"dataset.validation_file={held}", "dataset.max_length=256", "training.max_steps=12",
-                   "training.per_device_train_batch_size=4", "chat.generation_samples=8", "chat.max_new_tokens=48",
-                   f"output_dir={out}") == 0
+    out, rows = sft_run, short_alpaca_rows()
     metrics = json.loads((out / "metrics.json").read_text())
     before, after = metrics["before"], metrics["validation"]
     assert after["stop_rate"] >= before["stop_rate"]  # the end-of-turn token is trained: the model still stops

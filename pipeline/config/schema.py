@@ -134,6 +134,18 @@ class ChatConfig(Section):
     generation_samples: int = Field(20, ge=0)  # held-out prompts the generation check answers
 
 
+class PreferenceConfig(Section):
+    """Preference tuning (recipe preference): the objective TRL computes on each pair. Column names,
+    the system prompt and the generation check come from the chat section."""
+    # dpo: Direct Preference Optimization against the starting model (the reference); orpo: the
+    # odds-ratio objective, reference-free, with the chosen reply's language-model loss
+    objective: Literal["dpo", "orpo"] = "dpo"
+    beta: float = Field(0.1, gt=0)  # dpo: how far from the reference the policy may move; orpo: the odds-ratio weight
+    # dpo: the reference's log-probabilities computed once before training, so that no reference
+    # model (nor a reference adapter) stays in memory while training
+    precompute_reference: bool = True
+
+
 class AugmentConfig(Section):
     """EDA-style training-set augmentation (Wei and Zou, 2019), seeded by the run's seed. ``factor``
     augmented copies of each training text are added; each copy applies every operation whose share
@@ -246,7 +258,8 @@ class RunConfig(Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig)  # prompt and prefix
     setfit: SetFitConfig = Field(default_factory=SetFitConfig)  # method setfit
     qa: QAConfig = Field(default_factory=QAConfig)  # question_answering
-    chat: ChatConfig = Field(default_factory=ChatConfig)  # instruction
+    chat: ChatConfig = Field(default_factory=ChatConfig)  # instruction and preference
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)  # preference
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     lm: LMConfig = Field(default_factory=LMConfig)
     hub: HubConfig = Field(default_factory=HubConfig)

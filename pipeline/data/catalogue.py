@@ -116,6 +116,9 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
         {"train": "valid-v1.3.json", "validation": "test-v1.3.json"}), hub_config="JSQuAD", f1_unit="char"),
     # 999 alpaca-format instructions offline; online, the Alpaca set they sample (52,002 rows).
     Entry("alpaca_demo", "chat", "tatsu-lab/alpaca", "alpaca_demo", _json_rows("alpaca_en_demo.json")),
+    # 300 preference pairs (ShareGPT prompt, chosen and rejected replies) offline; online, UltraFeedback's
+    # binarized pairs (whole conversations: the shared prompt is split off).
+    Entry("dpo_demo", "chat", "trl-lib/ultrafeedback_binarized", "preference", _json_rows("dpo_en_demo.json")),
 )}
 
 

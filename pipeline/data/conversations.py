@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from pipeline.data.catalogue import load_named
 from pipeline.data.readers import check_exists, read_file
@@ -51,6 +51,8 @@ class Columns:
     conversations: str = "conversations"
     prompt: str = "prompt"
     completion: str = "completion"
+    chosen: str = "chosen"  # preference pairs: the preferred reply
+    rejected: str = "rejected"
     role: str = "role"
     content: str = "content"
     sharegpt_role: str = "from"
@@ -101,26 +103,31 @@ def to_messages(row: dict[str, Any], layout: str, columns: Columns = Columns(),
                     {"role": "assistant", "content": _text(row[columns.completion], columns.completion)}]
     elif layout in ("messages", "sharegpt"):
         key = columns.messages if layout == "messages" else columns.conversations
-        role_key, content_key = ((columns.role, columns.content) if layout == "messages"
-                                 else (columns.sharegpt_role, columns.sharegpt_content))
-        turns = row.get(key)
-        if not isinstance(turns, list) or not turns:
-            raise ValueError(f"its {key!r} is {'missing' if turns is None else 'not a non-empty list'}")
-        messages = []
-        for i, turn in enumerate(turns):
-            if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
-                raise ValueError(f"turn {i + 1} is not {{{role_key!r}: ..., {content_key!r}: ...}}")
-            name = turn[role_key]
-            role = name if layout == "messages" else SHAREGPT_ROLES.get(str(name).lower())
-            if role not in ROLES:
-                known = ", ".join(ROLES if layout == "messages" else SHAREGPT_ROLES)
-                raise ValueError(f"turn {i + 1} has the unknown role {name!r}; roles are {known}")
-            messages.append({"role": role, "content": _text(turn[content_key], f"turn {i + 1}'s {content_key}")})
+        messages = parse_turns(row.get(key), key, layout, columns)
     else:
         raise ValueError(f"chat.format {layout!r} is not one of auto, {', '.join(LAYOUTS)}")
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
     check_conversation(messages)
+    return messages
+
+
+def parse_turns(turns: Any, key: str, layout: str, columns: Columns) -> list[dict[str, str]]:
+    """A list of turns in the messages or ShareGPT layout as ``[{"role", "content"}]``."""
+    role_key, content_key = ((columns.role, columns.content) if layout == "messages"
+                             else (columns.sharegpt_role, columns.sharegpt_content))
+    if not isinstance(turns, list) or not turns:
+        raise ValueError(f"its {key!r} is {'missing' if turns is None else 'not a non-empty list'}")
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or role_key not in turn or content_key not in turn:
+            raise ValueError(f"turn {i + 1} is not {{{role_key!r}: ..., {content_key!r}: ...}}")
+        name = turn[role_key]
+        role = name if layout == "messages" else SHAREGPT_ROLES.get(str(name).lower())
+        if role not in ROLES:
+            known = ", ".join(ROLES if layout == "messages" else SHAREGPT_ROLES)
+            raise ValueError(f"turn {i + 1} has the unknown role {name!r}; roles are {known}")
+        messages.append({"role": role, "content": _text(turn[content_key], f"turn {i + 1}'s {content_key}")})
     return messages
 
 
@@ -167,6 +174,32 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return bool(missing)
 
 
+def prepare_chat_tokenizer(tokenizer: Any, model: str) -> Any:
+    """``tokenizer`` ready to render conversations: ChatML when it has no chat template (said once),
+    and a pad token."""
+    if ensure_chat_template(tokenizer):
+        log.info(f"chat template: {model} has none; using ChatML (<|im_start|>role ... <|im_end|>), saved with the run")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tokenize_conversations(conversations: list[list[dict[str, str]]], tokenizer: Any, max_length: int,
+                           train_on_prompt: bool = False, last_turn_only: bool = False) -> Any:
+    """Each conversation's ids and labels (``label_conversation``) as a ``datasets.Dataset``, through
+    ``datasets.map``; the first conversation the template cannot label stops with its row."""
+    import datasets
+
+    def label(row: dict[str, Any], index: int) -> dict[str, Any]:
+        try:
+            return label_conversation(tokenizer, row["messages"], max_length, train_on_prompt, last_turn_only)
+        except ValueError as exc:
+            raise PipelineError(f"conversation {index + 1}: {exc}") from None
+
+    rows = datasets.Dataset.from_dict({"messages": conversations})
+    return rows.map(label, with_indices=True, remove_columns=["messages"], desc="rendering conversations")
+
+
 def render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
@@ -195,12 +228,15 @@ def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str
 
 
 def label_conversation(tokenizer: Any, messages: list[dict[str, str]], max_length: int,
-                       train_on_prompt: bool = False) -> dict[str, Any]:
+                       train_on_prompt: bool = False, last_turn_only: bool = False) -> dict[str, Any]:
     """Token ids and labels of one conversation, cut at ``max_length`` tokens: labels are the ids on
     the assistant's replies and end-of-turn tokens and -100 elsewhere (every token with
-    ``train_on_prompt``). ``assistant_tokens`` and ``assistant_tokens_cut`` count the trained tokens kept
-    and lost to the cut, for the length report."""
+    ``train_on_prompt``; the last reply's alone with ``last_turn_only``, as a preference pair's reply
+    follows earlier turns that are its prompt). ``assistant_tokens`` and ``assistant_tokens_cut``
+    count the trained tokens kept and lost to the cut, for the length report."""
     text, spans = assistant_spans(tokenizer, messages)
+    if last_turn_only:
+        spans = spans[-1:]
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     trained = [train_on_prompt or any(a <= start and end <= b for a, b in spans) and end > start
@@ -232,6 +268,16 @@ def load_conversations(cfg: Any, chat: Any, seed: int) -> dict[str, list[list[di
     files) read by ``chat`` (a ChatConfig); without a validation split, ``cfg.validation_split`` of
     the training rows is held out (seeded). Limits on rows apply after the split."""
     columns = columns_of(chat.columns)
+    return read_rows(cfg, seed, "conversations", lambda rows, where: rows_to_conversations(
+        rows, where, chat.format, columns, chat.system_prompt))
+
+
+def read_rows(cfg: Any, seed: int, what: str,
+              parse: Callable[[list[tuple[int, dict[str, Any]]], str], list[Any]]) -> dict[str, list[Any]]:
+    """The train and validation rows of ``cfg``'s dataset (a catalogue name of kind "chat", a Hub id,
+    or files), each split's rows turned into items by ``parse(numbered_rows, where)``; without a
+    validation split, ``cfg.validation_split`` of the training items is held out (seeded). Limits on
+    rows apply after the split, so the held-out items do not change with ``max_train_samples``."""
     if cfg.name:
         raw, _ = load_named(cfg.name, "chat")
         sources = {split: (f"dataset {cfg.name} {split}", data) for split, data in raw.items()}
@@ -244,17 +290,17 @@ def load_conversations(cfg: Any, chat: Any, seed: int) -> dict[str, list[list[di
                 sources[split] = (str(path), read_file(path))
     if "train" not in sources:
         raise PipelineError(f"dataset {cfg.name} has no train split (splits: {', '.join(sources)})")
-    splits = {split: rows_to_conversations(_rows(data), where, chat.format, columns, chat.system_prompt)
-              for split, (where, data) in sources.items() if split in ("train", "validation")}
+    splits = {split: parse(_rows(data), where) for split, (where, data) in sources.items()
+              if split in ("train", "validation")}
     if not splits["train"]:
-        raise PipelineError(f"{sources['train'][0]} holds no conversations")
+        raise PipelineError(f"{sources['train'][0]} holds no {what}")
     if "validation" not in splits:
         train = splits["train"]
         order = list(range(len(train)))
         random.Random(seed).shuffle(order)
         held = max(1, int(len(train) * cfg.validation_split))
         splits = {"train": [train[i] for i in sorted(order[held:])], "validation": [train[i] for i in sorted(order[:held])]}
-        log.info(f"data: no validation split; held out {held} of {len(train)} conversations (seed {seed})")
+        log.info(f"data: no validation split; held out {held} of {len(train)} {what} (seed {seed})")
     for split, limit in (("train", cfg.max_train_samples), ("validation", cfg.max_eval_samples)):
         if limit and len(splits[split]) > limit:
             splits[split] = random.Random(seed).sample(splits[split], limit)

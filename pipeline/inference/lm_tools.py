@@ -93,7 +93,7 @@ class TextGenerator:
     def load(cls, name: str, options: Any = None) -> "TextGenerator":
         from transformers import AutoModelForCausalLM
 
-        chat = (Path(name) / run_folder.CONFIG_FILE).exists() and run_folder.load_run_config(name).recipe == "instruction"
+        chat = (Path(name) / run_folder.CONFIG_FILE).exists() and get_recipe(run_folder.load_run_config(name).recipe).chat
         return cls(*load(name, AutoModelForCausalLM, "generate", options), chat=chat)
 
     def __call__(self, prompt: str, max_new_tokens: int = 50, temperature: float = 0.8, top_p: float = 0.95,

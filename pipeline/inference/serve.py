@@ -1,5 +1,6 @@
 """HTTP serving of a run (FastAPI + uvicorn): ``POST /predict`` for a classifier, ``POST /qa`` for a
-question-answering run, ``GET /health`` and ``GET /adapters``.
+question-answering run, OpenAI's ``POST /v1/chat/completions`` and ``GET /v1/models`` for a decoder
+(``chat_server``), ``GET /health`` and ``GET /adapters``.
 
 Requests that arrive together are batched together: a single worker drains the queue for a few
 milliseconds, runs one engine call per adapter, and answers each request with its own slice. Every
@@ -14,33 +15,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError
-from starlette.requests import ClientDisconnect
 
 from pipeline.errors import PipelineError
+from pipeline.inference.http_body import BadRequest, Limits, check_text_length, read_json
+from pipeline.inference.chat import ChatModel
+from pipeline.inference.chat_server import add_chat_routes
 from pipeline.inference.engines import TextClassifier
 from pipeline.inference.question_answering import QuestionAnswerer
 from pipeline.log import log
-
-
-@dataclass
-class Limits:
-    max_texts: int = 256  # texts (or questions) in one request
-    max_body_bytes: int = 1_000_000
-    max_text_chars: int = 20_000  # one text, question or context
-    max_json_depth: int = 16  # nested arrays and objects; the routes' bodies need 3
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 class MicroBatcher:
@@ -111,10 +98,22 @@ class MicroBatcher:
                 start += len(item_texts)
 
 
-def create_app(engine: TextClassifier | QuestionAnswerer, limits: Limits | None = None, api_key: str | None = None,
+Engine = TextClassifier | QuestionAnswerer | ChatModel
+
+
+def create_app(engine: Engine, limits: Limits | None = None, api_key: str | None = None,
                max_queue: int = 1024) -> FastAPI:
-    """The app for a classifier (``/predict``) or a question answerer (``/qa``)."""
+    """The app for a classifier (``/predict``), a question answerer (``/qa``) or a decoder (``/v1/...``)."""
     limits = limits or Limits()
+    if isinstance(engine, ChatModel):
+        app = _app_with_key(api_key)
+
+        @app.get("/health")
+        async def chat_health() -> dict[str, Any]:
+            return {"status": "ok", "task": "chat", "model": engine.name}
+
+        add_chat_routes(app, engine, limits, max_queue)
+        return app
     answers_questions = isinstance(engine, QuestionAnswerer)
     if answers_questions:
         batcher = MicroBatcher(lambda pairs, _: engine.n_best([q for q, _ in pairs], [c for _, c in pairs]),
@@ -122,23 +121,8 @@ def create_app(engine: TextClassifier | QuestionAnswerer, limits: Limits | None 
     else:
         batcher = MicroBatcher(engine.probabilities, max_queue=max_queue)
     adapters = [] if answers_questions else engine.adapters
-    app = FastAPI(title="finetune-pipeline", docs_url=None, redoc_url=None)
+    app = _app_with_key(api_key)
     app.state.batcher = batcher
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else \
-            {"Retry-After": "1"} if exc.status == 429 else None
-        return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
-
-    @app.middleware("http")
-    async def require_key(request: Request, call_next: Any) -> Any:
-        if api_key and request.url.path != "/health":
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
-                return await bad_request(request, BadRequest(401, "missing or wrong API key; send the header "
-                                                                  "Authorization: Bearer KEY"))
-        return await call_next(request)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -164,6 +148,35 @@ def create_app(engine: TextClassifier | QuestionAnswerer, limits: Limits | None 
             body = parse_predict(await read_json(request, limits, PREDICT_EXAMPLE), engine, limits)
             probs = await batcher.submit(body.texts, body.adapter)
             return {"predictions": engine.format(probs, body.top_k), "adapter": body.adapter}
+
+    return app
+
+
+def _app_with_key(api_key: str | None) -> FastAPI:
+    """An app whose routes but ``/health`` need the API key when one is set, and whose BadRequests
+    become JSON answers: ``{"error": message}``, or OpenAI's ``{"error": {"message", "type"}}`` under
+    ``/v1/`` where OpenAI's clients read them."""
+    app = FastAPI(title="finetune-pipeline", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else \
+            {"Retry-After": "1"} if exc.status == 429 else None
+        error: Any = str(exc)
+        if request.url.path.startswith("/v1/"):
+            kind = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error"}
+            error = {"message": str(exc), "type": kind.get(exc.status, "invalid_request_error"), "param": None,
+                     "code": None}
+        return JSONResponse({"error": error}, status_code=exc.status, headers=headers)
+
+    @app.middleware("http")
+    async def require_key(request: Request, call_next: Any) -> Any:
+        if api_key and request.url.path != "/health":
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+                return await bad_request(request, BadRequest(401, "missing or wrong API key; send the header "
+                                                                  "Authorization: Bearer KEY"))
+        return await call_next(request)
 
     return app
 
@@ -212,54 +225,6 @@ def _request_error(exc: ValidationError, items: str, example: str) -> BadRequest
     return BadRequest(422, f'"{loc[0]}" must be a string')
 
 
-async def read_json(request: Request, limits: Limits, example: str) -> dict[str, Any]:
-    """The request's JSON object, read with a size bound and parsed with a nesting bound. A declared
-    Content-Length over the limit is refused before the body is read (a client that sent
-    ``Expect: 100-continue`` then never sends it; uvicorn discards what others send on)."""
-    too_big = BadRequest(413, f"request body over {limits.max_body_bytes} bytes; send fewer items per request")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise too_big
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limits.max_body_bytes:
-                raise too_big
-    except ClientDisconnect:  # the client stopped sending before its body ended; it reads no answer
-        raise BadRequest(400, "the body ended before its Content-Length; send the whole body") from None
-    try:
-        payload = json.loads(body)
-    except RecursionError:  # the parser recurses once per level; a bound deeper than any route needs
-        payload = None
-    except (ValueError, UnicodeDecodeError):  # JSONDecodeError, or a number past Python's 4,300 digits
-        raise BadRequest(400, f"body is not valid JSON (or holds a number of over 4,300 digits); send {example}") from None
-    if payload is None or json_depth(payload) > limits.max_json_depth:
-        raise BadRequest(400, f"body nests arrays or objects more than {limits.max_json_depth} deep; send {example}")
-    if not isinstance(payload, dict):
-        raise BadRequest(422, f"body is a JSON {type(payload).__name__}, not an object; send {example}")
-    return payload
-
-
-def json_depth(value: Any) -> int:
-    """How deep arrays and objects nest in a parsed JSON value (a scalar: 0), without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is not None:
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _check_length(text: str, where: str, limits: Limits) -> None:
-    if not text.strip():
-        raise BadRequest(422, f"{where} is empty")
-    if len(text) > limits.max_text_chars:
-        raise BadRequest(413, f"{where} has {len(text)} characters; the limit is {limits.max_text_chars}")
-
-
 def _validated(request_type: type[BaseModel], payload: dict[str, Any], items: str, example: str,
                limits: Limits) -> Any:
     """The body as ``request_type``, its list field ``items`` within the server's count limit."""
@@ -276,7 +241,7 @@ def _validated(request_type: type[BaseModel], payload: dict[str, Any], items: st
 def parse_predict(payload: dict[str, Any], engine: TextClassifier, limits: Limits) -> PredictRequest:
     parsed = _validated(PredictRequest, payload, "texts", PREDICT_EXAMPLE, limits)
     for i, text in enumerate(parsed.texts):
-        _check_length(text, f"texts[{i}]", limits)
+        check_text_length(text, f"texts[{i}]", limits)
     if parsed.adapter is not None and parsed.adapter not in engine.adapters:
         known = ", ".join(engine.adapters) or "none"
         raise BadRequest(404, f"adapter {parsed.adapter!r} is not loaded; loaded adapters: {known}")
@@ -286,8 +251,8 @@ def parse_predict(payload: dict[str, Any], engine: TextClassifier, limits: Limit
 def parse_questions(payload: dict[str, Any], limits: Limits) -> QARequest:
     parsed = _validated(QARequest, payload, "questions", QA_EXAMPLE, limits)
     for i, item in enumerate(parsed.questions):
-        _check_length(item.question, f"questions[{i}].question", limits)
-        _check_length(item.context, f"questions[{i}].context", limits)
+        check_text_length(item.question, f"questions[{i}].question", limits)
+        check_text_length(item.context, f"questions[{i}].context", limits)
     return parsed
 
 
@@ -300,7 +265,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(engine: TextClassifier | QuestionAnswerer, host: str, port: int, api_key: str | None = None,
+def serve(engine: Engine, host: str, port: int, api_key: str | None = None,
           max_queue: int = 1024) -> None:
     import uvicorn
 
@@ -311,6 +276,11 @@ def serve(engine: TextClassifier | QuestionAnswerer, host: str, port: int, api_k
     if not api_key and not is_loopback(host):
         log.warning(f"serving on {host} without an API key: anyone who reaches this address can use the model; "
               f"set --api-key or PIPELINE_API_KEY")
+    if isinstance(engine, ChatModel):
+        what, route = f"chat with {engine.name}", "POST /v1/chat/completions, GET /v1/models"
+        log.info(f"serving {what} on http://{host}:{port} ({route})")
+        uvicorn.run(create_app(engine, api_key=api_key, max_queue=max_queue), host=host, port=port, log_level="warning")
+        return
     if isinstance(engine, QuestionAnswerer):
         what, route = "question answering", "POST /qa"
     else:

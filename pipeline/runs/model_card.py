@@ -51,7 +51,8 @@ def metrics_rows(metrics: dict[str, Any]) -> list[str]:
 # The Hub's task names, for the structured results (model-index) a Hub card carries.
 HUB_TASKS = {"sequence_classification": "text-classification", "token_classification": "token-classification",
              "question_answering": "question-answering",
-             "masked_lm": "fill-mask", "causal_lm": "text-generation", "instruction": "text-generation"}
+             "masked_lm": "fill-mask", "causal_lm": "text-generation", "instruction": "text-generation",
+             "preference": "text-generation"}
 
 
 def eval_results(config: Any, metrics: dict[str, Any]) -> list[Any]:
@@ -97,7 +98,7 @@ def model_card(run_dir: Path, recipe: Recipe, repo_id: str | None = None, base_i
                  f"model = PeftModel.from_pretrained({auto}.from_pretrained(\"{base}\"), \"{where}\")")
     if not setfit:
         usage += f"\ntokenizer = AutoTokenizer.from_pretrained(\"{where}\")"
-    if config.recipe == "instruction":  # the tokenizer carries the chat template the run trained with
+    if recipe.chat:  # the tokenizer carries the chat template the run trained with
         usage += ('\nmessages = [{"role": "user", "content": "Name three primary colours."}]\n'
                   'inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
                   'return_dict=True)\n'

@@ -209,15 +209,18 @@ def check_learning_rate(rate: float, method: str, recipe: Recipe) -> None:
                     f"check it was meant for method {method}")
 
 
-def training_arguments(config: RunConfig, run_dir: Path) -> tuple[TrainingArguments, int | None]:
-    """TrainingArguments from the resolved ``config.training`` and where this process runs."""
+def training_arguments(config: RunConfig, run_dir: Path, task: Task | None = None) -> tuple[TrainingArguments, int | None]:
+    """TrainingArguments from the resolved ``config.training`` and where this process runs (the task's
+    own TrainingArguments subclass and settings where it brings them)."""
     settings = {k: v for k, v in config.training.items() if k not in TRAINING_EXTRAS}
     settings.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     if cpu_only():  # Trainer's CPU path: bf16 autocast, and DDP over gloo when launched with several processes
         settings.setdefault("use_cpu", True)
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")  # for report_to: tensorboard
     try:
-        args = TrainingArguments(output_dir=str(run_dir / run_folder.CHECKPOINTS), seed=config.seed, **settings)
+        arguments_class = (task and task.arguments_class) or TrainingArguments
+        extra = task.arguments if task else {}
+        args = arguments_class(output_dir=str(run_dir / run_folder.CHECKPOINTS), seed=config.seed, **settings, **extra)
     except (ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise PipelineError(f"training settings rejected: {first}") from None
@@ -309,7 +312,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     params = parameter_report(model)
     log.info(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
-    args, patience = training_arguments(config, run_dir)
+    args, patience = training_arguments(config, run_dir, task)
     precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
     log.info(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
           f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")
@@ -318,7 +321,12 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     if config.method == "adalora":
         callbacks.append(AdaLoraSchedule())
-    trainer = task_trainer(config, recipe, task, args, callbacks, model=model)
+    if task.trainer_class:
+        trainer = task.trainer_class(model=model, args=args, train_dataset=task.train_dataset,
+                                     eval_dataset=task.eval_dataset, processing_class=task.tokenizer, callbacks=callbacks)
+        trainer.remove_callback(PrinterCallback)
+    else:
+        trainer = task_trainer(config, recipe, task, args, callbacks, model=model)
     if task.score and not checkpoint and trainer.is_world_process_zero():
         before = task.score(model)
         log.info("before training: " + " | ".join(f"{k} {v:.4f}" for k, v in before.items()))
