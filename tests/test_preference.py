@@ -59,16 +59,68 @@ def test_bad_pairs_stop_in_one_line_naming_the_file_and_row(change, words, tmp_p
     assert len(err) == 1 and f"{path} row 4" in err[0] and words in err[0]
 
 
-def test_a_short_dpo_run_learns_the_held_out_preferences(tmp_path):
+def short_prompt_rows() -> list[dict]:
+    """Real pairs whose prompt renders to under 64 tokens, so a 160-token window holds most of each reply."""
+    from pipeline.data.catalogue import data_root
+    from pipeline.models.pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2")
+    rows = json.loads((data_root() / "preference" / "dpo_en_demo.json").read_text())
+
+    def prompt_tokens(row: dict) -> int:
+        text = tokenizer.apply_chat_template(to_pair(row)["prompt"], add_generation_prompt=True, tokenize=False)
+        return len(tokenizer(text)["input_ids"])
+
+    return [r for r in rows if prompt_tokens(r) < 64]
+
+
+def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tmp_path):
+    """24 real pairs, 2 epochs of LoRA DPO. Measured: reward accuracy 1.0 (margin 1.02) on the
+    training pairs and 0.75 on the 12 held-out ones, from 0 (the starting model is its own reference).
+    Thresholds: 0.9 on the training pairs, 0.5 held out (three pairs fewer)."""
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.data.conversations import Columns
+    from pipeline.data.preference import rows_to_pairs
+    from pipeline.runs import run_folder
+    from pipeline.runs.loading import LoadOptions, load_run_model
+    from recipes.preference import held_out_scores, starting_log_probs
+
+    rows = short_prompt_rows()
+    train, held = tmp_path / "train.json", tmp_path / "held.json"
+    train.write_text(json.dumps(rows[:24]))
+    held.write_text(json.dumps(rows[24:36]))
     out = tmp_path / "dpo"
-    assert run_cli("train", "dpo_smollm2_lora", "dataset.max_train_samples=32", "dataset.max_eval_samples=24",
-                   "dataset.max_length=256", "chat.generation_samples=0", "training.learning_rate=5e-4",
-                   "training.num_train_epochs=2", f"output_dir={out}") == 0
+    assert run_cli("train", "dpo_smollm2_lora", "dataset.name=null", f"dataset.train_file={train}",
+                   f"dataset.validation_file={held}", "dataset.max_length=160", "chat.generation_samples=0",
+                   "training.learning_rate=5e-4", "training.num_train_epochs=2", "training.per_device_train_batch_size=8",
+                   "training.eval_strategy=no", f"output_dir={out}") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     before, after = metrics["before"], metrics["validation"]
     assert before["reward_accuracy"] == 0 and before["reward_margin"] == 0  # the model is its own reference
-    assert after["reward_accuracy"] >= 0.5 and after["reward_margin"] > 0
-    # the run holds the trained adapter alone: no reference adapter beside it
+    assert after["pairs"] == 12 and after["reward_accuracy"] >= 0.5 and after["reward_margin"] > 0
+    # the objective itself: the pairs it trained on, scored against the starting model
+    config = run_folder.load_run_config(out)
+    pairs = rows_to_pairs(enumerate(rows[:24], 1), str(train), Columns(), None)
+    loaded = load_run_model(out, AutoModelForCausalLM, options=LoadOptions(device="cpu"))
+    reference = starting_log_probs(config, loaded.tokenizer, pairs, LoadOptions(device="cpu"), loaded.model.device, 8)
+    learned = held_out_scores(loaded.model, loaded.tokenizer, pairs, config, reference)
+    assert learned["reward_accuracy"] >= 0.9 and learned["reward_margin"] > 0.5
+    # the run holds the trained adapter alone: no reference adapter was saved beside it
     assert not (out / "ref").exists()
-    config = json.loads((out / "adapter_config.json").read_text())
-    assert config["task_type"] == "CAUSAL_LM"
+    assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+
+
+@pytest.mark.slow
+def test_orpo_trains_without_a_reference_and_reports_the_same_scores(tmp_path):
+    rows = short_prompt_rows()
+    train, held = tmp_path / "train.json", tmp_path / "held.json"
+    train.write_text(json.dumps(rows[:8]))
+    held.write_text(json.dumps(rows[24:32]))
+    out = tmp_path / "orpo"
+    assert run_cli("train", "dpo_smollm2_lora", "preference.objective=orpo", "dataset.name=null",
+                   f"dataset.train_file={train}", f"dataset.validation_file={held}", "dataset.max_length=160",
+                   "chat.generation_samples=0", "training.max_steps=2", "training.per_device_train_batch_size=4",
+                   f"output_dir={out}") == 0
+    after = json.loads((out / "metrics.json").read_text())["validation"]
+    assert after["pairs"] == 8 and {"reward_accuracy", "chosen_preferred", "loss"} <= set(after)
