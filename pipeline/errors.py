@@ -6,7 +6,8 @@ from typing import Any
 
 # The extra that installs each optional module.
 INSTALL = {"onnx": "pip install 'finetune-pipeline[onnx]'", "onnxruntime": "pip install 'finetune-pipeline[onnx]'",
-           "openvino": "pip install 'finetune-pipeline[openvino]'", "setfit": "pip install 'finetune-pipeline[setfit]'"}
+           "openvino": "pip install 'finetune-pipeline[openvino]'", "setfit": "pip install 'finetune-pipeline[setfit]'",
+           "trl": "pip install 'finetune-pipeline[preference]'"}
 
 
 class PipelineError(Exception):

@@ -33,7 +33,7 @@ from pipeline.data.chat_scores import (
 )
 from pipeline.data.conversations import prepare_chat_tokenizer, tokenize_conversations
 from pipeline.data.preference import Pair, as_conversation, load_pairs
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, require
 from pipeline.log import log
 from pipeline.models.pretrained import load_pretrained, load_tokenizer
 from pipeline.recipe import Recipe, Task
@@ -45,7 +45,6 @@ from pipeline.runs.loading import LoadOptions, load_run_model
 # 5e-6 for full weights; LoRA's fresh matrices want more).
 LEARNING_RATE = {"full": 1e-6, "lora": 5e-5, "dora": 5e-5, "adalora": 1e-4, "ia3": 5e-4, "prompt": 1e-2,
                  "prefix": 1e-3}
-TRL_MISSING = "preference tuning computes its objectives with TRL: pip install 'finetune-pipeline[preference]'"
 
 
 class Preference(Recipe):
@@ -75,9 +74,10 @@ class Preference(Recipe):
         log.info(f"data: {len(fitting['train']):,} training and {len(fitting['validation']):,} held-out pairs; left out "
                  f"{left_out['train']:,} and {left_out['validation']:,} whose prompt fills dataset.max_length "
                  f"{config.dataset.max_length}")
-        if not fitting["train"]:
-            raise PipelineError(f"every training pair's prompt fills dataset.max_length {config.dataset.max_length}; "
-                                f"raise it")
+        for split in ("train", "validation"):
+            if not fitting[split]:
+                raise PipelineError(f"every {split} pair's prompt fills dataset.max_length {config.dataset.max_length}; "
+                                    f"raise it")
         pairs = fitting
         train, validation = (trl_rows(pairs[split]) for split in ("train", "validation"))
 
@@ -115,22 +115,20 @@ def trl_objective(config: RunConfig) -> tuple[Any, type, dict[str, Any]]:
     """TRL's trainer and config classes for ``preference.objective``, with the settings our config
     gives them."""
     preference, max_length = config.preference, config.dataset.max_length
-    try:
-        if preference.objective == "dpo":
-            from trl import DPOConfig, DPOTrainer
-        else:  # ORPO lives in TRL's experimental namespace, which warns on import; the choice is made here
-            os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-            from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-    except ImportError:
-        raise PipelineError(TRL_MISSING) from None
+    require("trl")  # one line naming the extra when TRL is not installed
     if preference.objective == "dpo":
-        return (reference_free_dpo_trainer(DPOTrainer), DPOConfig,
+        from trl import DPOConfig, DPOTrainer
+
+        return (dpo_trainer_without_reference_copy(DPOTrainer), DPOConfig,
                 dict(beta=preference.beta, max_length=max_length,
                      precompute_ref_log_probs=preference.precompute_reference))
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO lives in TRL's experimental namespace
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
     return ORPOTrainer, ORPOConfig, dict(beta=preference.beta, max_length=max_length)
 
 
-def reference_free_dpo_trainer(dpo_trainer: type) -> type:
+def dpo_trainer_without_reference_copy(dpo_trainer: type) -> type:
     """TRL's DPOTrainer, less the reference adapter it copies beside a PEFT model's own. With the
     reference's log-probabilities computed before training, the copy is never read again; without
     them, the reference is the base model with the adapter switched off (equal to the starting

@@ -27,11 +27,15 @@ RUNS = {
     "instruction": ["alpaca_smollm2_lora", "dataset.max_train_samples=16", "dataset.max_eval_samples=4",
                     "dataset.max_length=128", "chat.generation_samples=2", "chat.max_new_tokens=8",
                     "training.max_steps=2"],
+    "preference": ["dpo_smollm2_lora", "dataset.max_train_samples=12", "dataset.max_eval_samples=6",
+                   "dataset.max_length=256", "chat.generation_samples=1", "chat.max_new_tokens=4",
+                   "training.max_steps=1"],
 }
 # The arguments each command takes after the run folder.
 ARGS = {"predict": ["--text", "A fine film."], "serve": ["--port", "0"], "ner": ["--text", "Paris is nice."],
         "qa": ["--question", "Where is it?", "--context", "It is in Paris."],
-        "fill-mask": ["The [MASK] is here."], "generate": ["ROMEO:", "--max-new-tokens", "4"]}
+        "fill-mask": ["The [MASK] is here."], "generate": ["ROMEO:", "--max-new-tokens", "4"],
+        "chat": ["--prompt", "Hello.", "--max-new-tokens", "4"]}
 
 
 @pytest.fixture(scope="module")
