@@ -40,7 +40,7 @@ def run(config: str, name: str, seed: int, *overrides: str) -> dict:
     out = OUT / f"{name}_seed{seed}"
     metrics = out / "metrics.json"
     if not metrics.exists() or "validation" not in json.loads(metrics.read_text()):
-        if main(["train", config, f"seed={seed}", f"output_dir={out}", "--overwrite", *overrides]):
+        if main(["train", config, *overrides, f"seed={seed}", f"output_dir={out}", "--overwrite"]):
             raise SystemExit(f"run {out} failed")
     return json.loads(metrics.read_text())
 
@@ -124,7 +124,7 @@ def main_bench() -> None:
         print("\nDPO, SmolLM2-135M-Instruct + LoRA r16, dpo_demo: 240 train / 60 held-out pairs (those whose prompt "
               "fits max_length 512), 1 epoch, batch 4, beta 0.1; reward = beta * log-ratio to the starting model\n")
         print("| seed | held-out pairs | reward accuracy before -> after | reward margin after | "
-              "chosen preferred per token before -> after | chosen-reply loss before -> after |")
+              "chosen preferred per token before -> after | DPO loss before -> after |")
         print("|---|---|---|---|---|---|")
         for seed, m in dpo.items():
             b, a = m["before"], m["validation"]

@@ -8,12 +8,12 @@ build():    read the pairs (prompt/chosen/rejected as strings or messages, Share
             training, so no second model, nor a reference adapter, stays in memory) or ``orpo``
             (odds-ratio preference optimization: reference-free, with the chosen reply's language-model
             loss). TRL tokenizes the pairs through the template with ``datasets.map``; our run folder,
-            schema, callbacks and one-line errors stay around it. The held-out DPO loss picks the best
-            checkpoint.
-evaluate_run(): on held-out pairs: DPO's implicit reward of each reply against the starting model
-            (reward accuracy and margin), how often the model alone prefers the chosen reply per
-            token, the loss and perplexity on the chosen replies, and the generation check (stop rate,
-            ROUGE-L against the chosen reply).
+            schema, callbacks and one-line errors stay around it. The held-out loss of the objective
+            picks the best checkpoint.
+evaluate_run(): on held-out pairs, against the starting model as DPO's reference: the DPO loss and
+            the implicit rewards' accuracy and margin; how often the model alone prefers the chosen
+            reply per token; the loss and perplexity on the chosen replies; and the generation check
+            (stop rate, ROUGE-L against the chosen reply).
 """
 from __future__ import annotations
 
@@ -180,9 +180,10 @@ def starting_log_probs(config: RunConfig, tokenizer: Any, pairs: list[Pair], opt
 
 def held_out_scores(model: Any, tokenizer: Any, pairs: list[Pair], config: RunConfig, reference: Any,
                     batch_size: int = 8) -> dict[str, float]:
-    """On the held-out pairs whose replies fit ``max_length`` (``pairs`` counts them): preference
-    scores against ``reference`` (None: the model is its own reference, as before training), the loss
-    on the chosen replies, and the generation check."""
+    """On the held-out pairs whose replies fit ``max_length`` (``pairs`` counts them): DPO's loss and
+    the preference scores against ``reference`` (None: the model is its own reference, as before
+    training), the language-model loss, perplexity and accuracy on the chosen replies (``chosen_*``),
+    and the generation check."""
     collator = reply_collator(tokenizer)
     pairs, replies = pair_replies(pairs, tokenizer, config.dataset.max_length)
     if not pairs:
@@ -191,7 +192,8 @@ def held_out_scores(model: Any, tokenizer: Any, pairs: list[Pair], config: RunCo
     policy = reply_log_probs(model, replies, collator, batch_size)
     scores = {"pairs": float(len(pairs)),
               **preference_scores(policy, reference if reference is not None else policy, config.preference.beta)}
-    scores.update(reply_scores(model, replies.select(range(len(pairs))), collator, batch_size))
+    chosen = reply_scores(model, replies.select(range(len(pairs))), collator, batch_size)
+    scores.update({f"chosen_{name}": value for name, value in chosen.items()})
     held_out = [as_conversation(p, "chosen") for p in pairs[:config.chat.generation_samples]]
     scores.update(generation_check(model, tokenizer, held_out, config.chat.max_new_tokens))
     return scores

@@ -4,6 +4,7 @@ preferences, with no reference model in memory and the adapter alone saved."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -97,8 +98,11 @@ def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tm
                    "training.eval_strategy=no", f"output_dir={out}") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     before, after = metrics["before"], metrics["validation"]
-    assert before["reward_accuracy"] == 0 and before["reward_margin"] == 0  # the model is its own reference
+    # the starting model is its own reference: no margin, DPO's loss is log 2
+    assert before["reward_accuracy"] == 0 and before["reward_margin"] == 0
+    assert before["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert after["pairs"] == 12 and after["reward_accuracy"] >= 0.5 and after["reward_margin"] > 0
+    assert after["loss"] < before["loss"]
     # the objective itself: the pairs it trained on, scored against the starting model
     config = run_folder.load_run_config(out)
     pairs = rows_to_pairs(enumerate(rows[:24], 1), str(train), Columns(), None)
@@ -123,4 +127,4 @@ def test_orpo_trains_without_a_reference_and_reports_the_same_scores(tmp_path):
                    "chat.generation_samples=0", "training.max_steps=2", "training.per_device_train_batch_size=4",
                    f"output_dir={out}") == 0
     after = json.loads((out / "metrics.json").read_text())["validation"]
-    assert after["pairs"] == 8 and {"reward_accuracy", "chosen_preferred", "loss"} <= set(after)
+    assert after["pairs"] == 8 and {"loss", "reward_accuracy", "chosen_preferred", "chosen_loss"} <= set(after)

@@ -44,6 +44,7 @@ class Entry:
     label_names: tuple[str, ...] = ()
     scheme: str = "IOB2"  # tagging: the local files' scheme (IOB1 is converted)
     f1_unit: str = "word"  # qa: what answer F1 counts (characters for Japanese, JGLUE's convention)
+    hub_splits: tuple[tuple[str, str], ...] = ()  # the Hub's split names that differ from ours, e.g. test_sft -> validation
 
 
 def _sst2(folder: Path) -> Splits:
@@ -118,7 +119,11 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     Entry("alpaca_demo", "chat", "tatsu-lab/alpaca", "alpaca_demo", _json_rows("alpaca_en_demo.json")),
     # 300 preference pairs (ShareGPT prompt, chosen and rejected replies) offline; online, UltraFeedback's
     # binarized pairs (whole conversations: the shared prompt is split off).
-    Entry("dpo_demo", "chat", "trl-lib/ultrafeedback_binarized", "preference", _json_rows("dpo_en_demo.json")),
+    Entry("dpo_demo", "chat", "trl-lib/ultrafeedback_binarized", "preference", _json_rows("dpo_en_demo.json"),
+          hub_splits=(("test", "validation"),)),
+    # Online only: 200k multi-turn conversations in the messages layout (UltraChat, filtered for Zephyr).
+    Entry("ultrachat_200k", "chat", "HuggingFaceH4/ultrachat_200k", "ultrachat_200k", _json_rows("train.jsonl"),
+          hub_splits=(("train_sft", "train"), ("test_sft", "validation"))),
 )}
 
 
@@ -141,7 +146,8 @@ def load_named(name: str, kind: Kind) -> tuple[Splits, Entry | None]:
             f"dataset {name!r} is not under the data root ({root or 'none found'}) and could not be loaded "
             f"from the Hub as {hub_path}{'/' + hub_config if hub_config else ''} ({type(exc).__name__}); "
             f"use one of {known}, set PIPELINE_DATA_DIR, or give dataset.train_file") from None
-    return {split: _from_hub(ds, kind) for split, ds in loaded.items()}, entry
+    renamed = dict(entry.hub_splits) if entry else {}
+    return {renamed.get(split, split): _from_hub(ds, kind) for split, ds in loaded.items()}, entry
 
 
 def _from_hub(split: Any, kind: Kind) -> Any:

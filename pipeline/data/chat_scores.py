@@ -106,5 +106,6 @@ def preference_scores(policy: tuple[torch.Tensor, torch.Tensor], reference: tupl
     rewards = beta * (logp - ref_logp)
     margin = rewards[:half] - rewards[half:]
     per_token = logp / count.clamp(min=1)
-    return {"reward_accuracy": (margin > 0).float().mean().item(), "reward_margin": margin.mean().item(),
+    return {"loss": -torch.nn.functional.logsigmoid(margin).mean().item(),
+            "reward_accuracy": (margin > 0).float().mean().item(), "reward_margin": margin.mean().item(),
             "chosen_preferred": (per_token[:half] > per_token[half:]).float().mean().item()}
