@@ -140,3 +140,21 @@ def test_directory_and_empty_file(tmp_path):
     assert "is a directory" in fails(files(tmp_path))
     (tmp_path / "e.csv").write_text("")
     assert "is empty" in fails(files(tmp_path / "e.csv"))
+
+
+def test_a_hub_dataset_with_its_own_split_names_reads_as_train_and_validation(monkeypatch):
+    """ultrachat_200k publishes train_sft and test_sft; the catalogue maps them to train and validation.
+    The Hub is out of reach here, so its loader returns real alpaca conversations under those names."""
+    import datasets
+
+    from pipeline.config.schema import ChatConfig
+    from pipeline.data.conversations import load_conversations
+
+    alpaca = load_conversations(DatasetConfig(name="alpaca_demo"), ChatConfig(), seed=42)
+    published = datasets.DatasetDict({name: datasets.Dataset.from_dict({"messages": alpaca[split][:8]})
+                                      for name, split in (("train_sft", "train"), ("test_sft", "validation"))})
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, config=None: asked.append(path) or published)
+    loaded = load_conversations(DatasetConfig(name="ultrachat_200k"), ChatConfig(), seed=42)
+    assert asked == ["HuggingFaceH4/ultrachat_200k"]
+    assert loaded == {"train": alpaca["train"][:8], "validation": alpaca["validation"][:8]}
