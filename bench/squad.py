@@ -1,0 +1,186 @@
+"""SQuAD v1.1 on the packaged MiniLM-L6, trained on the dev set's second half (5,609 questions) and
+scored on its first half (4,961), as the offline catalogue splits it:
+
+- ours: the shipped `squad_full` and `squad_lora`, per seed: exact match, F1, training samples/s;
+- the peer, in the style of the Hugging Face `run_qa.py` example: plain `Trainer`, every window padded
+  to 384 tokens, no length grouping, the same model, windows, epochs, batch size, learning rate and
+  precision as `squad_full`, scored by the same n-best decoding and metric;
+- answering: the 4,961 questions through `pipeline qa --file` (windows batched across questions,
+  sorted by length) against one question at a time with its windows padded to 384 tokens (how
+  transformers' question-answering pipeline ran, which transformers 5 removed), both fp32 on the
+  same weights: questions per second, and the share of identical answers.
+
+Prints the tables with the machine line; several hours on 2 CPU cores. Not part of CI.
+
+    python bench/squad.py [--seeds 1 2] [--skip-peer] [--skip-answering]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.machine import machine  # noqa: E402
+from pipeline.cli import main  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out" / "squad"
+
+
+def ours(config: str, seed: int) -> dict:
+    out = OUT / f"{config}_seed{seed}"
+    metrics = out / "metrics.json"
+    if not metrics.exists() or "validation" not in json.loads(metrics.read_text()):
+        if main(["train", config, f"seed={seed}", f"output_dir={out}", "--overwrite"]):
+            raise SystemExit(f"run {out} failed")
+    found = json.loads(metrics.read_text())
+    return {"exact_match": found["validation"]["exact_match"], "f1": found["validation"]["f1"],
+            "samples_per_second": found["train"]["samples_per_second"]}
+
+
+def qa_data(seed: int) -> tuple:
+    from pipeline.config.loader import load_config, resolve_config_path
+    from pipeline.data.question_answering import load_question_answering
+
+    config = load_config(resolve_config_path("squad_full"), [f"seed={seed}"])
+    return config, load_question_answering(config.dataset, seed).splits
+
+
+def padded_logits(model, tokenizer, questions, contexts, max_length: int, stride: int, batch_size: int = 64):
+    """run_qa's evaluation: every window padded to ``max_length``; logits (windows, tokens, 2), the
+    question of each window, and each window's context offsets."""
+    import numpy as np
+    import torch
+
+    from pipeline.data.question_answering import context_offsets, windows
+
+    encoded = windows(tokenizer, questions, contexts, max_length, stride)
+    names = [n for n in encoded if n not in ("offset_mapping", "overflow_to_sample_mapping")]
+    logits = []
+    for start in range(0, len(encoded["input_ids"]), batch_size):
+        rows = {k: encoded[k][start:start + batch_size] for k in names}
+        batch = tokenizer.pad(rows, padding="max_length", max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            out = model(**batch)
+        logits.append(torch.stack([out.start_logits, out.end_logits], -1).float().numpy())
+    offsets = [context_offsets(encoded, i) for i in range(len(encoded["input_ids"]))]
+    return np.concatenate(logits), list(encoded["overflow_to_sample_mapping"]), offsets
+
+
+def answers_from(logits, example, offsets, contexts, config) -> list[str]:
+    from pipeline.inference.question_answering import Decoding, decode
+
+    per_question: list[list[int]] = [[] for _ in contexts]
+    for i, q in enumerate(example):
+        per_question[q].append(i)
+    decoding = Decoding.of(config.qa)
+    return [decode(contexts[q], [logits[i] for i in found], [offsets[i] for i in found], decoding)[0]["answer"]
+            for q, found in enumerate(per_question)]
+
+
+def peer(seed: int) -> dict:
+    """run_qa.py's way: plain Trainer, windows padded to 384, no grouping; scored by our decoding."""
+    from functools import partial
+
+    from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+
+    from pipeline.data.question_answering import train_windows
+    from pipeline.metrics.squad import squad_metrics
+    from pipeline.models.pretrained import load_pretrained, load_tokenizer
+    from pipeline.training.trainer import native_bf16
+
+    config, splits = qa_data(seed)
+    tokenizer = load_tokenizer(config.model)
+    max_length, stride = config.dataset.max_length, config.qa.doc_stride
+    train = splits["train"].map(partial(train_windows, tokenizer=tokenizer, max_length=max_length, doc_stride=stride),
+                                batched=True, remove_columns=splits["train"].column_names).remove_columns(["length"])
+    set_seed(seed)
+    model = load_pretrained(AutoModelForQuestionAnswering, config.model)
+    args = TrainingArguments(output_dir=str(OUT / f"peer_seed{seed}"), per_device_train_batch_size=16,
+                             learning_rate=config.training["learning_rate"],
+                             num_train_epochs=config.training["num_train_epochs"], seed=seed, use_cpu=True,
+                             bf16=native_bf16(), save_strategy="no", report_to="none", disable_tqdm=True,
+                             logging_steps=0.1)
+    collator = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length)
+    result = Trainer(model=model, args=args, train_dataset=train, data_collator=collator).train()
+    model.eval()
+    validation = splits["validation"]
+    logits, example, offsets = padded_logits(model, tokenizer, validation["question"], validation["context"],
+                                             max_length, stride)
+    predictions = answers_from(logits, example, offsets, validation["context"], config)
+    scores = squad_metrics(predictions, [a["text"] for a in validation["answers"]])
+    return {**scores, "samples_per_second": result.metrics["train_samples_per_second"]}
+
+
+def answering(run: Path, seed: int) -> dict:
+    """``pipeline qa --file`` on the held-out questions against one question at a time, padded."""
+    import contextlib
+    import io
+
+    from transformers import AutoModelForQuestionAnswering
+
+    from pipeline.runs.loading import LoadOptions, load_run_model
+
+    config, splits = qa_data(seed)
+    validation = splits["validation"]
+    questions = OUT / "part1_questions.jsonl"
+    questions.write_text("".join(json.dumps({"question": q, "context": c}) + "\n"
+                                 for q, c in zip(validation["question"], validation["context"])))
+    captured = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(captured):
+        if main(["qa", str(run), "--file", str(questions), "--json", "--device", "cpu", "--precision", "fp32"]):
+            raise SystemExit("pipeline qa --file failed")
+    ours_seconds = time.perf_counter() - start
+    served = [json.loads(line)["answer"] for line in captured.getvalue().splitlines() if line.startswith("{")]
+
+    loaded = load_run_model(run, AutoModelForQuestionAnswering, options=LoadOptions(device="cpu", precision="fp32"))
+    start = time.perf_counter()
+    one_by_one = []
+    for q, c in zip(validation["question"], validation["context"]):
+        logits, example, offsets = padded_logits(loaded.model, loaded.tokenizer, [q], [c], config.dataset.max_length,
+                                                 config.qa.doc_stride)
+        one_by_one += answers_from(logits, example, offsets, [c], config)
+    peer_seconds = time.perf_counter() - start
+    same = sum(a == b for a, b in zip(served, one_by_one)) / len(one_by_one)
+    return {"questions": len(one_by_one), "ours": len(served) / ours_seconds, "peer": len(one_by_one) / peer_seconds,
+            "identical": same}
+
+
+def main_bench() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--skip-answering", action="store_true")
+    args = parser.parse_args()
+    rows = {name: [ours(name, seed) for seed in args.seeds] for name in ("squad_full", "squad_lora")}
+    if not args.skip_peer:
+        rows["run_qa.py style (padded to 384, plain Trainer)"] = [peer(seed) for seed in args.seeds]
+    speed = None if args.skip_answering else answering(OUT / f"squad_full_seed{args.seeds[0]}", args.seeds[0])
+    print(machine())
+    print(f"\nSQuAD v1.1, MiniLM-L6: 5,609 questions train (dev part 2), 4,961 scored (dev part 1); 2 epochs, "
+          f"batch 16; seeds {', '.join(map(str, args.seeds))}\n")
+    print("| run | exact match per seed | F1 per seed | F1 mean | training samples/s (mean) |")
+    print("|---|---|---|---|---|")
+    for name, results in rows.items():
+        em = ", ".join(f"{r['exact_match']:.2f}" for r in results)
+        f1 = ", ".join(f"{r['f1']:.2f}" for r in results)
+        print(f"| {name} | {em} | {f1} | {statistics.mean(r['f1'] for r in results):.2f} | "
+              f"{statistics.mean(r['samples_per_second'] for r in results):.1f} |")
+    if speed:
+        print(f"\nAnswering the {speed['questions']:,} held-out questions, fp32, `squad_full` seed {args.seeds[0]}\n")
+        print("| way | questions/s | vs one at a time |")
+        print("|---|---|---|")
+        print(f"| `pipeline qa --file` | {speed['ours']:.1f} | {speed['ours'] / speed['peer']:.2f}x |")
+        print(f"| one question at a time, padded to 384 | {speed['peer']:.1f} | 1.00x |")
+        print(f"\nIdentical answers: {100 * speed['identical']:.2f}%")
+
+
+if __name__ == "__main__":
+    main_bench()
