@@ -133,3 +133,18 @@ def test_the_terminal_chat_keeps_history_until_reset(chat):
 def test_a_reply_that_runs_out_of_tokens_says_so(chat):
     *_, last = chat[0].stream([{"role": "user", "content": prompt()}], Settings(max_tokens=3, temperature=0))
     assert isinstance(last, Reply) and last.finish_reason == "length" and last.completion_tokens == 3
+
+
+def test_a_model_without_a_chat_template_is_talked_to_through_a_transcript(chat):
+    """A causal LM trained on plain text has no template: the conversation becomes `role: content`
+    lines ending in `assistant:`, and the reply stops at the end-of-sequence token."""
+    import copy
+
+    tokenizer = copy.deepcopy(chat[0].tokenizer)
+    tokenizer.chat_template = None
+    plain = ChatModel(chat[0].model, tokenizer, "plain")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    assert tokenizer.decode(plain.render(messages)) == "system: Be brief.\nuser: Name a colour.\nassistant:"
+    assert plain.stop_ids == [tokenizer.eos_token_id]
+    reply = plain.reply(messages, Settings(max_tokens=4, temperature=0))
+    assert reply.completion_tokens <= 4 and reply.finish_reason in ("stop", "length")

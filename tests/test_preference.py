@@ -60,6 +60,26 @@ def test_bad_pairs_stop_in_one_line_naming_the_file_and_row(change, words, tmp_p
     assert len(err) == 1 and f"{path} row 4" in err[0] and words in err[0]
 
 
+def test_dpo_scores_from_log_probabilities():
+    """Two pairs: the first moved toward its chosen reply, the second away. Rewards are beta times the
+    log-ratio to the reference; DPO's loss is -log sigmoid of the reward margin."""
+    import torch
+
+    from pipeline.data.chat_scores import preference_scores
+
+    # chosen replies first, then the rejected ones; summed log-probabilities and token counts
+    policy = (torch.tensor([-10.0, -20.0, -12.0, -15.0]), torch.tensor([5, 10, 4, 10]))
+    reference = (torch.tensor([-11.0, -19.0, -11.0, -16.0]), torch.tensor([5, 10, 4, 10]))
+    scores = preference_scores(policy, reference, beta=0.1)
+    margins = [0.1 * (1 - -1), 0.1 * (-1 - 1)]  # (chosen gain - rejected gain) per pair
+    assert scores["reward_accuracy"] == 0.5
+    assert scores["reward_margin"] == pytest.approx(sum(margins) / 2)
+    assert scores["loss"] == pytest.approx(sum(math.log1p(math.exp(-m)) for m in margins) / 2)
+    assert scores["chosen_preferred"] == 0.5  # per token: -2 > -3 for the first pair, -2 < -1.5 for the second
+    same = preference_scores(policy, policy, beta=0.1)
+    assert same["reward_accuracy"] == 0 and same["loss"] == pytest.approx(math.log(2))
+
+
 def short_prompt_rows() -> list[dict]:
     """Real pairs whose prompt renders to under 64 tokens, so a 160-token window holds most of each reply."""
     from pipeline.data.catalogue import data_root
