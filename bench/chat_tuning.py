@@ -7,12 +7,12 @@ shipped configs:
   batch's longest, length-grouped), and TRL's `SFTTrainer` with its defaults (no packing, loss on
   every token, gradient checkpointing, max_length 1024) on the same conversations, model, LoRA,
   batch size and learning rate, each for the same number of steps: real training tokens per second;
-- DPO (`dpo_smollm2_lora`: 240 pairs train, 60 held out, max_length 512, 1 epoch), per seed: held-out
+- DPO (`dpo_smollm2_lora`: 240 pairs train, 60 held out, max_length 384, 1 epoch), per seed: held-out
   reward accuracy and margin against the starting model, before -> after, and how often the model
   alone prefers the chosen reply (log-probability per token).
 
-Prints the tables with the machine line; about 70 minutes on 2 CPU cores. The throughput runs go first;
-the quality runs after them report no times, so other work may share the machine then. Not part of CI.
+Prints the tables with the machine line; about 70 minutes on 2 CPU cores. The quality runs report no
+times; the throughput runs (cached once done) need the machine to themselves. Not part of CI.
 
     python bench/chat_tuning.py [--seeds 1 2] [--steps 30] [--skip-dpo]
 """
@@ -95,6 +95,7 @@ def main_bench() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=16, help="training steps of each throughput run")
+    parser.add_argument("--skip-sft", action="store_true")
     parser.add_argument("--skip-dpo", action="store_true")
     args = parser.parse_args()
     steps = [f"training.max_steps={args.steps}", *THROUGHPUT]
@@ -104,19 +105,20 @@ def main_bench() -> None:
                  "throughput_unpacked", args.seeds[0], "non_padding", "dataset.packing=false", *steps),
              "TRL SFTTrainer, its defaults": trl_sft_peer(args.steps, args.seeds[0])}
 
-    sft = {seed: run("alpaca_smollm2_lora", "sft", seed, *QUALITY) for seed in args.seeds}
+    sft = {} if args.skip_sft else {seed: run("alpaca_smollm2_lora", "sft", seed, *QUALITY) for seed in args.seeds}
     dpo = {} if args.skip_dpo else {seed: run("dpo_smollm2_lora", "dpo", seed, *PAIRS_ONLY) for seed in args.seeds}
 
     print(machine())
-    print(f"\nSFT, SmolLM2-135M-Instruct + LoRA r16 (q,k,v,o), alpaca_demo: 900 train / 99 held out, 1 epoch, "
-          f"batch 8, unpacked; the generation check on 10 held-out prompts; seeds {', '.join(map(str, args.seeds))}\n")
-    print("| seed | reply loss before -> after | perplexity before -> after | stop rate before -> after | "
-          "ROUGE-L before -> after |")
-    print("|---|---|---|---|---|")
-    for seed, m in sft.items():
-        b, a = m["before"], m["validation"]
-        print(f"| {seed} | {b['loss']:.3f} -> {a['loss']:.3f} | {b['perplexity']:.2f} -> {a['perplexity']:.2f} | "
-              f"{b['stop_rate']:.2f} -> {a['stop_rate']:.2f} | {b['rouge_l']:.3f} -> {a['rouge_l']:.3f} |")
+    if sft:
+        print(f"\nSFT, SmolLM2-135M-Instruct + LoRA r16 (q,k,v,o), alpaca_demo: 900 train / 99 held out, 1 epoch, "
+              f"batch 8, unpacked; the generation check on 10 held-out prompts; seeds {', '.join(map(str, args.seeds))}\n")
+        print("| seed | reply loss before -> after | perplexity before -> after | stop rate before -> after | "
+              "ROUGE-L before -> after |")
+        print("|---|---|---|---|---|")
+        for seed, m in sft.items():
+            b, a = m["before"], m["validation"]
+            print(f"| {seed} | {b['loss']:.3f} -> {a['loss']:.3f} | {b['perplexity']:.2f} -> {a['perplexity']:.2f} | "
+                  f"{b['stop_rate']:.2f} -> {a['stop_rate']:.2f} | {b['rouge_l']:.3f} -> {a['rouge_l']:.3f} |")
     print(f"\nThroughput: {args.steps} training steps of 8 conversations each, seed {args.seeds[0]}; real (non-padding) "
           f"tokens per second as Trainer counts them\n")
     print("| run | training tokens/s | vs ours unpacked |")
@@ -126,7 +128,7 @@ def main_bench() -> None:
         print(f"| {name} | {rate:.0f} | {rate / base:.2f}x |")
     if dpo:
         print("\nDPO, SmolLM2-135M-Instruct + LoRA r16, dpo_demo: 240 train / 60 held-out pairs (those whose prompt "
-              "fits max_length 512), 1 epoch, batch 4, beta 0.1; reward = beta * log-ratio to the starting model\n")
+              "fits max_length 384), 1 epoch, batch 4, beta 0.1; reward = beta * log-ratio to the starting model\n")
         print("| seed | held-out pairs | reward accuracy before -> after | reward margin after | "
               "chosen preferred per token before -> after | DPO loss before -> after |")
         print("|---|---|---|---|---|---|")
