@@ -78,14 +78,17 @@ class ChatModel:
         self.lock = threading.Lock()
 
     def render(self, messages: list[dict[str, str]]) -> list[int]:
+        """The conversation's prompt ids, ending with the assistant's turn opening; a ValueError when
+        it leaves the model no room to answer."""
         template = None if self.templated else TRANSCRIPT_TEMPLATE
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   chat_template=template)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _generate_kwargs(self, ids: list[int], settings: Settings) -> dict[str, Any]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) >= self.context:
             raise ValueError(f"the conversation is {len(ids)} tokens; this model reads at most {self.context}")
+        return ids
+
+    def _generate_kwargs(self, ids: list[int], settings: Settings) -> dict[str, Any]:
         sample = settings.temperature > 0
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         return dict(input_ids=torch.tensor([ids], device=self.model.device),
@@ -94,12 +97,14 @@ class ChatModel:
                     temperature=settings.temperature if sample else None, top_p=settings.top_p if sample else None,
                     top_k=None, eos_token_id=self.stop_ids or None, pad_token_id=pad)
 
-    def stream(self, messages: list[dict[str, str]], settings: Settings) -> Iterator[str | Reply]:
+    def stream(self, messages: list[dict[str, str]], settings: Settings,
+               ids: list[int] | None = None) -> Iterator[str | Reply]:
         """The reply's text in pieces as it is generated, then its ``Reply`` (the whole text and why it
-        ended). Text that may begin a stop string is held back until it cannot."""
+        ended). Text that may begin a stop string is held back until it cannot. ``ids``: the
+        conversation already rendered (``render``)."""
         from transformers import TextIteratorStreamer
 
-        ids = self.render(messages)
+        ids = ids if ids is not None else self.render(messages)
         kwargs = self._generate_kwargs(ids, settings)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         stopped = threading.Event()
@@ -153,9 +158,9 @@ class ChatModel:
         yield Reply(text=text, finish_reason="stop" if ended else "length", prompt_tokens=len(ids),
                     completion_tokens=len(generated))
 
-    def reply(self, messages: list[dict[str, str]], settings: Settings) -> Reply:
+    def reply(self, messages: list[dict[str, str]], settings: Settings, ids: list[int] | None = None) -> Reply:
         """The whole reply at once."""
-        *_, last = self.stream(messages, settings)
+        *_, last = self.stream(messages, settings, ids)
         return last
 
 

@@ -91,20 +91,18 @@ def add_chat_routes(app: FastAPI, chat: ChatModel, limits: Limits, max_queue: in
             raise BadRequest(429, f"the server is busy ({waiting['count']} requests waiting, limit {max_queue}); "
                                   f"retry shortly")
         try:
-            prompt = chat.render(messages)
-            if len(prompt) >= chat.context:
-                raise ValueError(f"the conversation is {len(prompt)} tokens; this model reads at most {chat.context}")
+            prompt = chat.render(messages)  # rendered once: checked here, then generated from
         except ValueError as exc:
             raise BadRequest(422, str(exc)) from None
         ident, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         head = {"id": ident, "created": now, "model": chat.name}
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_events(chat, messages, settings, head, usage, waiting),
+            return StreamingResponse(_events(chat, messages, prompt, settings, head, usage, waiting),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         waiting["count"] += 1
         try:
-            reply = await asyncio.get_running_loop().run_in_executor(None, chat.reply, messages, settings)
+            reply = await asyncio.get_running_loop().run_in_executor(None, chat.reply, messages, settings, prompt)
         finally:
             waiting["count"] -= 1
         return {**head, "object": "chat.completion",
@@ -118,8 +116,8 @@ def _usage(reply: Reply) -> dict[str, int]:
             "total_tokens": reply.prompt_tokens + reply.completion_tokens}
 
 
-async def _events(chat: ChatModel, messages: list[dict[str, str]], settings: Settings, head: dict[str, Any],
-                  include_usage: bool, waiting: dict[str, int]) -> AsyncIterator[str]:
+async def _events(chat: ChatModel, messages: list[dict[str, str]], prompt: list[int], settings: Settings,
+                  head: dict[str, Any], include_usage: bool, waiting: dict[str, int]) -> AsyncIterator[str]:
     """The reply as OpenAI's chunks: the role first, then the text as it comes, then why it ended
     (and the token counts when asked), then ``[DONE]``."""
     loop = asyncio.get_running_loop()
@@ -130,7 +128,7 @@ async def _events(chat: ChatModel, messages: list[dict[str, str]], settings: Set
         return f"data: {json.dumps(chunk)}\n\n"
 
     waiting["count"] += 1
-    pieces = chat.stream(messages, settings)
+    pieces = chat.stream(messages, settings, prompt)
     done = object()
     try:
         yield event({"role": "assistant", "content": ""})

@@ -277,14 +277,13 @@ def serve(engine: Engine, host: str, port: int, api_key: str | None = None,
         log.warning(f"serving on {host} without an API key: anyone who reaches this address can use the model; "
               f"set --api-key or PIPELINE_API_KEY")
     if isinstance(engine, ChatModel):
-        what, route = f"chat with {engine.name}", "POST /v1/chat/completions, GET /v1/models"
-        log.info(f"serving {what} on http://{host}:{port} ({route})")
-        uvicorn.run(create_app(engine, api_key=api_key, max_queue=max_queue), host=host, port=port, log_level="warning")
-        return
-    if isinstance(engine, QuestionAnswerer):
-        what, route = "question answering", "POST /qa"
+        what, route, runs_on = f"chat with {engine.name}", "POST /v1/chat/completions, GET /v1/models", ""
     else:
-        what = f"{len(engine.label_names)} labels (adapters: {', '.join(engine.adapters) or 'none'})"
-        route = "POST /predict"
-    log.info(f"serving {what} on http://{host}:{port} ({route}) with {engine.runner.backend} {engine.runner.precision}")
+        if isinstance(engine, QuestionAnswerer):
+            what, route = "question answering", "POST /qa"
+        else:
+            what = f"{len(engine.label_names)} labels (adapters: {', '.join(engine.adapters) or 'none'})"
+            route = "POST /predict"
+        runs_on = f" with {engine.runner.backend} {engine.runner.precision}"
+    log.info(f"serving {what} on http://{host}:{port} ({route}){runs_on}")
     uvicorn.run(create_app(engine, api_key=api_key, max_queue=max_queue), host=host, port=port, log_level="warning")
