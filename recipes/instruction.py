@@ -23,7 +23,7 @@ from pipeline.data.chat_scores import generation_check, reply_collator, reply_sc
 from pipeline.data.conversations import load_conversations, prepare_chat_tokenizer, tokenize_conversations
 from pipeline.errors import PipelineError
 from pipeline.log import log
-from pipeline.models.pretrained import load_pretrained, load_tokenizer
+from pipeline.models.pretrained import load_causal_lm, load_tokenizer
 from pipeline.recipe import Recipe, Task
 from pipeline.runs import run_folder
 from pipeline.runs.loading import LoadOptions, load_run_model
@@ -47,9 +47,7 @@ class Instruction(Recipe):
                                 "augment.factor=0)")
         conversations = load_conversations(config.dataset, config.chat, config.seed)
         tokenizer = prepare_chat_tokenizer(load_tokenizer(config.model, config.trust_remote_code), config.model)
-        model = load_pretrained(AutoModelForCausalLM, config.model, config.trust_remote_code, config.allow_pickle)
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # ChatML's tokens were added
-            model.resize_token_embeddings(len(tokenizer))
+        model = load_causal_lm(config.model, tokenizer, config.trust_remote_code, config.allow_pickle)
         splits = {split: tokenized(rows, tokenizer, config) for split, rows in conversations.items()}
         log.info(length_report(splits, config.dataset.max_length))
         collator = batch_collator(tokenizer, config.dataset.packing)

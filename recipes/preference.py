@@ -35,7 +35,7 @@ from pipeline.data.conversations import prepare_chat_tokenizer, tokenize_convers
 from pipeline.data.preference import Pair, as_conversation, load_pairs
 from pipeline.errors import PipelineError, require
 from pipeline.log import log
-from pipeline.models.pretrained import load_pretrained, load_tokenizer
+from pipeline.models.pretrained import load_causal_lm, load_tokenizer
 from pipeline.recipe import Recipe, Task
 from pipeline.runs import run_folder
 from pipeline.runs.loading import LoadOptions, load_run_model
@@ -66,23 +66,17 @@ class Preference(Recipe):
         trainer_class, arguments_class, arguments = trl_objective(config)
         pairs = load_pairs(config.dataset, config.chat, config.seed)
         tokenizer = prepare_chat_tokenizer(load_tokenizer(config.model, config.trust_remote_code), config.model)
-        model = load_pretrained(AutoModelForCausalLM, config.model, config.trust_remote_code, config.allow_pickle)
-        if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # ChatML's tokens were added
-            model.resize_token_embeddings(len(tokenizer))
-        fitting = {split: pair_replies(rows, tokenizer, config.dataset.max_length)[0] for split, rows in pairs.items()}
-        left_out = {split: len(pairs[split]) - len(fitting[split]) for split in pairs}
-        log.info(f"data: {len(fitting['train']):,} training and {len(fitting['validation']):,} held-out pairs; left out "
-                 f"{left_out['train']:,} and {left_out['validation']:,} whose prompt fills dataset.max_length "
+        model = load_causal_lm(config.model, tokenizer, config.trust_remote_code, config.allow_pickle)
+        fitting = {split: fitting_pairs(rows, tokenizer, config.dataset.max_length, split) for split, rows in pairs.items()}
+        left_out = {split: len(pairs[split]) - len(fitting[split][0]) for split in pairs}
+        log.info(f"data: {len(fitting['train'][0]):,} training and {len(fitting['validation'][0]):,} held-out pairs; "
+                 f"left out {left_out['train']:,} and {left_out['validation']:,} whose prompt fills dataset.max_length "
                  f"{config.dataset.max_length}")
-        for split in ("train", "validation"):
-            if not fitting[split]:
-                raise PipelineError(f"every {split} pair's prompt fills dataset.max_length {config.dataset.max_length}; "
-                                    f"raise it")
-        pairs = fitting
-        train, validation = (trl_rows(pairs[split]) for split in ("train", "validation"))
+        train, validation = (trl_rows(fitting[split][0]) for split in ("train", "validation"))
+        held_out, held_out_replies = fitting["validation"]
 
         def score(model: Any) -> dict[str, float]:  # before training the model is its own reference
-            return held_out_scores(model, tokenizer, pairs["validation"], config, reference=None)
+            return held_out_scores(model, tokenizer, held_out, held_out_replies, config, reference=None)
 
         return Task(model=model, tokenizer=tokenizer, train_dataset=train, eval_dataset=validation, collator=None,
                     compute_metrics=None, score=score, trainer_class=trainer_class, arguments_class=arguments_class,
@@ -103,11 +97,12 @@ class Preference(Recipe):
         config = run_folder.load_run_config(run_dir)
         if split != "validation":
             raise PipelineError(f"preference runs hold out a validation split only, not {split!r}; use --split validation")
-        pairs = load_pairs(config.dataset, config.chat, config.seed)["validation"]
         loaded = load_run_model(run_dir, AutoModelForCausalLM, options=options)
+        pairs, replies = fitting_pairs(load_pairs(config.dataset, config.chat, config.seed)["validation"],
+                                       loaded.tokenizer, config.dataset.max_length, split)
         device = next(loaded.model.parameters()).device
-        reference = starting_log_probs(config, loaded.tokenizer, pairs, options, device, batch_size or 8)
-        scores = held_out_scores(loaded.model, loaded.tokenizer, pairs, config, reference, batch_size or 8)
+        reference = starting_log_probs(config, loaded.tokenizer, replies, options, device, batch_size or 8)
+        scores = held_out_scores(loaded.model, loaded.tokenizer, pairs, replies, config, reference, batch_size or 8)
         return run_folder.record_scores(run_dir, split, scores)
 
 
@@ -167,28 +162,28 @@ def pair_replies(pairs: list[Pair], tokenizer: Any, max_length: int) -> tuple[li
     return [pairs[i] for i in keep], replies.select(rows).select_columns(["input_ids", "labels"])
 
 
-def starting_log_probs(config: RunConfig, tokenizer: Any, pairs: list[Pair], options: LoadOptions, device: Any,
+def fitting_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: str) -> tuple[list[Pair], Any]:
+    """``pair_replies``, stopping in one line when no pair of ``split`` fits."""
+    kept, replies = pair_replies(pairs, tokenizer, max_length)
+    if not kept:
+        raise PipelineError(f"every {split} pair's prompt fills dataset.max_length {max_length}; raise it")
+    return kept, replies
+
+
+def starting_log_probs(config: RunConfig, tokenizer: Any, replies: Any, options: LoadOptions, device: Any,
                        batch_size: int) -> Any:
-    """The starting model's reply log-probabilities on ``pairs``: DPO's reference."""
-    base = load_pretrained(AutoModelForCausalLM, config.model, options.trust_remote_code, options.allow_pickle)
-    if len(tokenizer) > base.get_input_embeddings().num_embeddings:
-        base.resize_token_embeddings(len(tokenizer))
-    base.to(device)
-    return reply_log_probs(base, pair_replies(pairs, tokenizer, config.dataset.max_length)[1],
-                           reply_collator(tokenizer), batch_size)
+    """The starting model's log-probabilities of ``replies`` (from ``pair_replies``): DPO's reference."""
+    base = load_causal_lm(config.model, tokenizer, options.trust_remote_code, options.allow_pickle).to(device)
+    return reply_log_probs(base, replies, reply_collator(tokenizer), batch_size)
 
 
-def held_out_scores(model: Any, tokenizer: Any, pairs: list[Pair], config: RunConfig, reference: Any,
+def held_out_scores(model: Any, tokenizer: Any, pairs: list[Pair], replies: Any, config: RunConfig, reference: Any,
                     batch_size: int = 8) -> dict[str, float]:
-    """On the held-out pairs whose replies fit ``max_length`` (``pairs`` counts them): DPO's loss and
-    the preference scores against ``reference`` (None: the model is its own reference, as before
-    training), the language-model loss, perplexity and accuracy on the chosen replies (``chosen_*``),
-    and the generation check."""
+    """On the held-out ``pairs`` that fit ``max_length`` and their ``replies`` (both from
+    ``pair_replies``): DPO's loss and the preference scores against ``reference`` (None: the model
+    is its own reference, as before training), the language-model loss, perplexity and accuracy on
+    the chosen replies (``chosen_*``), and the generation check."""
     collator = reply_collator(tokenizer)
-    pairs, replies = pair_replies(pairs, tokenizer, config.dataset.max_length)
-    if not pairs:
-        raise PipelineError(f"every held-out pair's prompt fills dataset.max_length {config.dataset.max_length}; "
-                            f"raise it")
     policy = reply_log_probs(model, replies, collator, batch_size)
     scores = {"pairs": float(len(pairs)),
               **preference_scores(policy, reference if reference is not None else policy, config.preference.beta)}

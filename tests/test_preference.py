@@ -105,7 +105,7 @@ def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tm
     from pipeline.data.preference import rows_to_pairs
     from pipeline.runs import run_folder
     from pipeline.runs.loading import LoadOptions, load_run_model
-    from recipes.preference import held_out_scores, starting_log_probs
+    from recipes.preference import held_out_scores, pair_replies, starting_log_probs
 
     rows = short_prompt_rows()
     train, held = tmp_path / "train.json", tmp_path / "held.json"
@@ -127,8 +127,9 @@ def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tm
     config = run_folder.load_run_config(out)
     pairs = rows_to_pairs(enumerate(rows[:24], 1), str(train), Columns(), None)
     loaded = load_run_model(out, AutoModelForCausalLM, options=LoadOptions(device="cpu"))
-    reference = starting_log_probs(config, loaded.tokenizer, pairs, LoadOptions(device="cpu"), loaded.model.device, 8)
-    learned = held_out_scores(loaded.model, loaded.tokenizer, pairs, config, reference)
+    pairs, replies = pair_replies(pairs, loaded.tokenizer, config.dataset.max_length)
+    reference = starting_log_probs(config, loaded.tokenizer, replies, LoadOptions(device="cpu"), loaded.model.device, 8)
+    learned = held_out_scores(loaded.model, loaded.tokenizer, pairs, replies, config, reference)
     assert learned["reward_accuracy"] >= 0.9 and learned["reward_margin"] > 0.5
     # the run holds the trained adapter alone: no reference adapter was saved beside it
     assert not (out / "ref").exists()

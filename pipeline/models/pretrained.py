@@ -207,6 +207,17 @@ def load_pretrained(auto_class: Any, name: str, trust_remote_code: bool = False,
         raise hub_error(name, exc) from None
 
 
+def load_causal_lm(name: str, tokenizer: Any, trust_remote_code: bool = False, allow_pickle: bool = False) -> Any:
+    """A decoder (``AutoModelForCausalLM``) whose input embeddings cover ``tokenizer``'s vocabulary:
+    grown when the chat template's tokens (ChatML's) were added to a tokenizer that lacked them."""
+    from transformers import AutoModelForCausalLM
+
+    model = load_pretrained(AutoModelForCausalLM, name, trust_remote_code, allow_pickle)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
 def auto_model_class(name: str) -> Any:
     """transformers' Auto class of that name (``AutoModelForSequenceClassification``); importing
     one imports torch."""
