@@ -42,6 +42,9 @@ class Task:
     trainer_class: Callable[..., Any] | None = None
     arguments_class: type | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
+    # tokens the recipe added to the vocabulary (a chat template's): their embedding rows are new, so
+    # they train (and are saved) under every method
+    new_token_ids: list[int] = field(default_factory=list)
 
 
 class Recipe:

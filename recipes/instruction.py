@@ -47,7 +47,7 @@ class Instruction(Recipe):
                                 "augment.factor=0)")
         conversations = load_conversations(config.dataset, config.chat, config.seed)
         tokenizer = prepare_chat_tokenizer(load_tokenizer(config.model, config.trust_remote_code), config.model)
-        model = load_causal_lm(config.model, tokenizer, config.trust_remote_code, config.allow_pickle)
+        model, new_tokens = load_causal_lm(config.model, tokenizer, config.trust_remote_code, config.allow_pickle)
         splits = {split: tokenized(rows, tokenizer, config) for split, rows in conversations.items()}
         log.info(length_report(splits, config.dataset.max_length))
         collator = batch_collator(tokenizer, config.dataset.packing)
@@ -61,7 +61,7 @@ class Instruction(Recipe):
                     **generation_check(model, tokenizer, held_out, config.chat.max_new_tokens)}
 
         return Task(model=model, tokenizer=tokenizer, train_dataset=train, eval_dataset=validation,
-                    collator=collator, compute_metrics=None, score=score)
+                    collator=collator, compute_metrics=None, score=score, new_token_ids=new_tokens)
 
     def training_defaults(self, config: RunConfig) -> dict[str, Any]:
         # packing feeds one row of several conversations: Trainer must not regroup rows by length

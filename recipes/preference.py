@@ -66,7 +66,11 @@ class Preference(Recipe):
         trainer_class, arguments_class, arguments = trl_objective(config)
         pairs = load_pairs(config.dataset, config.chat, config.seed)
         tokenizer = prepare_chat_tokenizer(load_tokenizer(config.model, config.trust_remote_code), config.model)
-        model = load_causal_lm(config.model, tokenizer, config.trust_remote_code, config.allow_pickle)
+        model, new_tokens = load_causal_lm(config.model, tokenizer, config.trust_remote_code, config.allow_pickle)
+        if new_tokens and config.method != "full":  # TRL's fused log-probabilities read the output layer's own rows
+            raise PipelineError(f"model {config.model!r} has no chat template, and method {config.method} cannot teach "
+                                f"it ChatML's new tokens while preferring; chat-tune it first (an instruction run, "
+                                f"then `pipeline export RUN OUT --merge`) and prefer on that, or use method full")
         fitting = {split: fitting_pairs(rows, tokenizer, config.dataset.max_length, split) for split, rows in pairs.items()}
         left_out = {split: len(pairs[split]) - len(fitting[split][0]) for split in pairs}
         log.info(f"data: {len(fitting['train'][0]):,} training and {len(fitting['validation'][0]):,} held-out pairs; "
@@ -80,7 +84,7 @@ class Preference(Recipe):
 
         return Task(model=model, tokenizer=tokenizer, train_dataset=train, eval_dataset=validation, collator=None,
                     compute_metrics=None, score=score, trainer_class=trainer_class, arguments_class=arguments_class,
-                    arguments=arguments)
+                    arguments=arguments, new_token_ids=new_tokens)
 
     def training_defaults(self, config: RunConfig) -> dict[str, Any]:
         # TRL's collator pads each batch itself; Trainer must keep the pair columns it reads. TRL turns
@@ -173,7 +177,7 @@ def fitting_pairs(pairs: list[Pair], tokenizer: Any, max_length: int, split: str
 def starting_log_probs(config: RunConfig, tokenizer: Any, replies: Any, options: LoadOptions, device: Any,
                        batch_size: int) -> Any:
     """The starting model's log-probabilities of ``replies`` (from ``pair_replies``): DPO's reference."""
-    base = load_causal_lm(config.model, tokenizer, options.trust_remote_code, options.allow_pickle).to(device)
+    base = load_causal_lm(config.model, tokenizer, options.trust_remote_code, options.allow_pickle)[0].to(device)
     return reply_log_probs(base, replies, reply_collator(tokenizer), batch_size)
 
 

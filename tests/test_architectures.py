@@ -3,13 +3,14 @@ on real SST-2 and WNUT-17 rows with the shipped configs' defaults (no lora.targe
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import run_cli, write_tsv
-from zoo import ZOO, build
+from conftest import run_cli, short_alpaca_rows, write_tsv
+from zoo import DECODERS, ZOO, build
 
 from pipeline.inference.engines import TextClassifier, TokenTagger
 from pipeline.models.architectures import head_modules, lora_targets
@@ -24,6 +25,7 @@ HEADS = {"bert": ["classifier", "bert.pooler"], "distilbert": ["pre_classifier",
          "roberta": ["classifier"], "xlm-roberta": ["classifier"], "deberta-v2": ["pooler", "classifier"],
          "electra": ["classifier"], "albert": ["classifier", "albert.pooler"], "modernbert": ["head", "classifier"],
          "llama": ["score"]}
+DECODER_TARGETS = {"gpt2": ["c_attn"], "qwen2": ["q_proj", "v_proj"]}
 REVIEWS = ["A true cinematic achievement!", "Boring and predictable.", "not bad at all"]
 STEPS = ["training.max_steps=8", "training.per_device_train_batch_size=16", "training.eval_strategy=no",
          "training.save_strategy=no", "dataset.max_length=64"]
@@ -222,3 +224,65 @@ def test_question_answering_trains_with_lora_defaults_and_exports(model_type, zo
     on_torch = pipeline.load(run, device="cpu", backend="torch")({"question": question, "context": context})
     on_onnx = pipeline.load(run, device="cpu", backend="onnxruntime")({"question": question, "context": context})
     assert (on_onnx["answer"], on_onnx["start"]) == (on_torch["answer"], on_torch["start"])
+
+
+@pytest.mark.parametrize("model_type", list(DECODERS))
+def test_a_decoder_without_a_chat_template_is_chat_tuned_in_chatml_and_merges(model_type, zoo, tmp_path, capsys):
+    """Tiny GPT-2 and Qwen2 decoders whose tokenizers have no chat template: a LoRA run with the
+    architecture's default targets adds ChatML's two tokens, trains their embedding rows with the
+    adapter and saves them, so the reloaded run, `chat` and the merged export compute the same
+    logits; DPO trains on the merged export (the base itself is refused in one line)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.runs.loading import load_run_model
+
+    rows = short_alpaca_rows()
+    train, held = tmp_path / "train.jsonl", tmp_path / "held.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:32]))
+    held.write_text("".join(json.dumps(r) + "\n" for r in rows[32:40]))
+    sft = tmp_path / "sft"
+    assert run_cli("train", "alpaca_smollm2_lora", f"model={zoo(model_type)}", "lora.target_modules=null",
+                   "dataset.name=null", f"dataset.train_file={train}", f"dataset.validation_file={held}",
+                   "dataset.max_length=128", "training.max_steps=4", "training.per_device_train_batch_size=8",
+                   "training.learning_rate=1e-2", "chat.generation_samples=2", "chat.max_new_tokens=8",
+                   f"output_dir={sft}") == 0
+    assert "using ChatML" in capsys.readouterr().out
+    recorded = yaml.safe_load((sft / "run_config.yaml").read_text())
+    assert recorded["lora"]["target_modules"] == DECODER_TARGETS[model_type]
+    metrics = json.loads((sft / "metrics.json").read_text())
+    assert metrics["validation"]["loss"] < metrics["before"]["loss"]
+    saved = load_file(sft / "adapter_model.safetensors")
+    trained_rows = [k for k in saved if k.endswith("trainable_tokens_delta")]
+    assert trained_rows  # ChatML's rows trained: they moved from where the resize put them
+    for key in trained_rows:
+        start = saved[key.replace("trainable_tokens_delta", "base_layer.weight")][-2:]
+        assert not torch.allclose(saved[key], start)
+
+    ids = AutoTokenizer.from_pretrained(sft).apply_chat_template(
+        [{"role": "user", "content": rows[40]["instruction"]}], add_generation_prompt=True, return_tensors="pt",
+        return_dict=True)["input_ids"]
+    with torch.no_grad():
+        first = load_run_model(sft, AutoModelForCausalLM, options=LoadOptions(device="cpu")).model(ids).logits
+        again = load_run_model(sft, AutoModelForCausalLM, options=LoadOptions(device="cpu")).model(ids).logits
+    assert torch.equal(first, again)  # ChatML's rows come from the run, not from a fresh resize
+    assert run_cli("chat", str(sft), "--prompt", rows[40]["instruction"], "--max-new-tokens", "4") == 0
+
+    merged = tmp_path / "merged"
+    assert run_cli("export", str(sft), str(merged), "--merge") == 0
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    assert "<|im_start|>" in tokenizer.chat_template
+    with torch.no_grad():
+        exported = AutoModelForCausalLM.from_pretrained(merged)(ids).logits
+    torch.testing.assert_close(exported, first, atol=1e-4, rtol=1e-4)
+
+    pytest.importorskip("trl")  # preference tuning of the chat-tuned export, which knows ChatML now
+    assert run_cli("train", "dpo_smollm2_lora", f"model={zoo(model_type)}", f"output_dir={tmp_path / 'refused'}") != 0
+    assert "chat-tune it first" in capsys.readouterr().err
+    dpo = tmp_path / "dpo"
+    assert run_cli("train", "dpo_smollm2_lora", f"model={merged}", "lora.target_modules=null",
+                   "dataset.max_train_samples=16", "dataset.max_length=128", "training.max_steps=2",
+                   "training.per_device_train_batch_size=4", "training.eval_strategy=no", "chat.generation_samples=0",
+                   f"output_dir={dpo}") == 0
+    scores = json.loads((dpo / "metrics.json").read_text())["validation"]
+    assert scores["pairs"] > 0 and math.isfinite(scores["loss"])

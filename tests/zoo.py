@@ -1,7 +1,7 @@
 """Tiny randomly initialised models of the architectures users bring, built from their transformers
 configs (no download), each saved with a working tokenizer as a model folder the pipeline loads like
 a Hub checkpoint: BERT's WordPiece (the packaged MiniLM's vocabulary) for the BERT family, a byte-level
-BPE trained on SST-2 sentences for RoBERTa, XLM-R and the Llama-type decoder."""
+BPE trained on SST-2 sentences for RoBERTa, XLM-R and the decoders (Llama, GPT-2, Qwen2)."""
 from __future__ import annotations
 
 import shutil
@@ -24,6 +24,13 @@ ZOO = {
     "albert": ("wordpiece", {"embedding_size": 16}),
     "modernbert": ("wordpiece", {"global_attn_every_n_layers": 2, "local_attention": 16}),
     "llama": ("bpe-decoder", {"num_key_value_heads": 2}),
+}
+
+# Decoders users chat-tune besides the packaged Llama-type SmolLM2; their tokenizers have no chat
+# template, so a run gives them ChatML (two tokens added, the embeddings grown to match).
+DECODERS = {
+    "gpt2": ("bpe-decoder", {"n_positions": 256}),
+    "qwen2": ("bpe-decoder", {"num_key_value_heads": 1}),
 }
 
 
@@ -54,7 +61,7 @@ def build(model_type: str, folder: Path, texts: list[str]) -> Path:
     """A tiny ``model_type`` model with its tokenizer, saved in ``folder``."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    kind, extra = ZOO[model_type]
+    kind, extra = {**ZOO, **DECODERS}[model_type]
     folder.mkdir(parents=True, exist_ok=True)
     if kind == "wordpiece":
         wordpiece(folder)

@@ -69,11 +69,13 @@ def resolve_lora_targets(config: Any) -> None:
 
 
 def apply_method(model: torch.nn.Module, config: Any, task_type: str | None,
-                 fresh_head: bool = True) -> torch.nn.Module:
+                 fresh_head: bool = True, new_token_ids: list[int] | None = None) -> torch.nn.Module:
     """Prepare ``model`` for ``config.method``; ``task_type`` is a peft TaskType name such as ``SEQ_CLS``
     (None: peft's generic wrapper). A ``fresh_head`` (a classifier: ``architectures.head_modules``)
     trains in full under every method but prompt tuning: it starts from random weights, and BERT's
-    pooler feeds it. A language model's pretrained head is left to the method."""
+    pooler feeds it. A language model's pretrained head is left to the method. ``new_token_ids``
+    (tokens added to the vocabulary, such as ChatML's) have fresh embedding rows: under LoRA and its
+    relatives those rows train and are saved with the adapter (peft's trainable tokens)."""
     method = config.method
     if method == "full":
         return model
@@ -90,6 +92,12 @@ def apply_method(model: torch.nn.Module, config: Any, task_type: str | None,
     from peft import get_peft_model
 
     peft_config = _peft_config(model, config, task_type, fresh_head)
+    if new_token_ids:
+        if not hasattr(peft_config, "trainable_token_indices"):
+            raise PipelineError(f"method {method} cannot train the embeddings of the {len(new_token_ids)} tokens added "
+                                f"for the chat template; choose lora, dora, adalora or full, or a model that ships "
+                                f"a chat template")
+        peft_config.trainable_token_indices = new_token_rows(model, new_token_ids)
     try:
         return get_peft_model(model, peft_config)
     except ValueError as exc:  # peft's own refusals, e.g. prefix tuning on a model without a KV cache
@@ -147,6 +155,18 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None, fre
         return peft.AdaLoraConfig(init_r=lora.r, target_r=max(1, lora.r // 2), total_step=1_000_000,
                                   **{k: v for k, v in common.items() if k != "r"})
     return peft.LoraConfig(use_dora=method == "dora", **common)
+
+
+def new_token_rows(model: torch.nn.Module, token_ids: list[int]) -> dict[str, list[int]]:
+    """peft's trainable-token targets for ``token_ids``: the input embedding's rows, and the output
+    layer's where it is not tied to the embedding (peft ties a tied one itself). The output rows
+    matter: an added end-of-turn token must be predicted for the model to stop."""
+    modules = {id(module): name for name, module in model.named_modules()}
+    embedding, output = model.get_input_embeddings(), model.get_output_embeddings()
+    rows = {modules[id(embedding)].rsplit(".", 1)[-1]: list(token_ids)}
+    if output is not None and output.weight is not embedding.weight:
+        rows[modules[id(output)].rsplit(".", 1)[-1]] = list(token_ids)
+    return rows
 
 
 def parameter_report(model: torch.nn.Module) -> dict[str, float]:

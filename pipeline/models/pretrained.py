@@ -207,15 +207,24 @@ def load_pretrained(auto_class: Any, name: str, trust_remote_code: bool = False,
         raise hub_error(name, exc) from None
 
 
-def load_causal_lm(name: str, tokenizer: Any, trust_remote_code: bool = False, allow_pickle: bool = False) -> Any:
-    """A decoder (``AutoModelForCausalLM``) whose input embeddings cover ``tokenizer``'s vocabulary:
-    grown when the chat template's tokens (ChatML's) were added to a tokenizer that lacked them."""
+def load_causal_lm(name: str, tokenizer: Any, trust_remote_code: bool = False,
+                   allow_pickle: bool = False) -> tuple[Any, list[int]]:
+    """A decoder (``AutoModelForCausalLM``) whose embeddings cover ``tokenizer``'s vocabulary, and the
+    ids of the rows grown for it: tokens added to a tokenizer that lacked them (ChatML's), whose
+    embeddings must train with the run (empty when none were added)."""
     from transformers import AutoModelForCausalLM
 
     model = load_pretrained(AutoModelForCausalLM, name, trust_remote_code, allow_pickle)
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
-    return model
+    return model, grow_embeddings(model, tokenizer)
+
+
+def grow_embeddings(model: Any, tokenizer: Any) -> list[int]:
+    """Grow ``model``'s embeddings (and an untied output layer) to ``tokenizer``'s length; the new ids."""
+    known = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= known:
+        return []
+    model.resize_token_embeddings(len(tokenizer))
+    return list(range(known, len(tokenizer)))
 
 
 def auto_model_class(name: str) -> Any:

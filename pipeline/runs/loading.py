@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.runs import run_folder
 from pipeline.errors import PipelineError
-from pipeline.models.pretrained import load_pretrained, load_tokenizer, resolve_model
+from pipeline.models.pretrained import grow_embeddings, load_pretrained, load_tokenizer, resolve_model
 
 if TYPE_CHECKING:  # torch is imported where a model runs: the runtime backends start without it
     import torch
@@ -139,6 +139,7 @@ def load_run_model(run_dir: str | Path, auto_class: Any, adapters: dict[str, str
 
         base = load_pretrained(auto_class, config.model, options.trust_remote_code, options.allow_pickle,
                                **label_kwargs(label_names))
+        grow_embeddings(base, tokenizer)  # rows the run added (a chat template's tokens) come from its adapter
         _check_adapter_files(run_dir)
         with warnings.catch_warnings():  # AdaLoRA's saved rank pattern names its own tensors, which peft
             warnings.filterwarnings("ignore", message="The following rank_pattern keys")  # then reports

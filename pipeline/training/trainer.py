@@ -308,7 +308,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
             run_folder.prepare(config, overwrite)
         state.wait_for_everyone()
     task = recipe.build(config)
-    model = apply_method(task.model, config, recipe.peft_task_type, recipe.fresh_head)
+    model = apply_method(task.model, config, recipe.peft_task_type, recipe.fresh_head, task.new_token_ids)
     params = parameter_report(model)
     log.info(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
           f"{params['total']:,} parameters ({params['percent']:.2f}%)")
