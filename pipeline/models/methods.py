@@ -148,8 +148,10 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None, fre
     adapted = {n for m in targets for n in matches(m)}
     # A head module that LoRA already adapts (target "dense" reaches the pooler) is not also trained in full.
     extra = [h for h in extra if h not in adapted]
+    # GPT-2's projections are Conv1D, weights stored transposed: peft needs to be told (else it warns)
+    conv1d = any(type(module).__name__ == "Conv1D" for name, module in model.named_modules() if name in adapted)
     common = dict(task_type=task, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                  target_modules=targets, modules_to_save=extra or None)
+                  target_modules=targets, modules_to_save=extra or None, fan_in_fan_out=conv1d)
     if method == "adalora":
         # total_step is set from the Trainer's real step count when training starts (AdaLoraSchedule).
         return peft.AdaLoraConfig(init_r=lora.r, target_r=max(1, lora.r // 2), total_step=1_000_000,
