@@ -3,18 +3,22 @@ metrics, a short run answered through the CLI, the API, transformers' own QA pip
 backends, and bad files stopped in one line naming the file and row."""
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import pipeline
-from conftest import http, run_cli, serving
+from conftest import QA_SHORT, http, run_cli, serving
 from pipeline.config.schema import DatasetConfig
 from pipeline.data.question_answering import load_question_answering, train_windows, windows
 from pipeline.inference.question_answering import Decoding, decode
 from pipeline.metrics.squad import f1, squad_metrics
 from pipeline.models.pretrained import load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 
@@ -243,3 +247,30 @@ def test_lora_params_and_advise_plan_the_span_head_a_run_trains(qa_run, capsys):
     assert advise("bert-base-uncased", train_size=5000, gpu_memory=8 * GiB).method == "full"  # 128-token sentences
     assert run_cli("advise", "--train-size", "500", "--recipe", "causal_lm") == 2
     assert "plans cover the recipes that put a head on an encoder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["tune", "compare"])
+def test_tune_and_compare_rank_question_answering_runs_by_f1(command, tmp_path, capsys):
+    """Both planning commands score QA runs on F1 (the span decoder's, not a token accuracy)."""
+    tiny = ["dataset.max_train_samples=32", "dataset.max_eval_samples=16", "training.num_train_epochs=1",
+            "training.per_device_train_batch_size=16", *QA_SHORT]
+    out = tmp_path / command
+    if command == "tune":
+        import yaml
+
+        config = yaml.safe_load(open(ROOT / "recipes" / "configs" / "squad_lora.yaml"))
+        config["tune"] = {"space": {"training.learning_rate": {"low": 1e-4, "high": 1e-3, "log": True}}}
+        path = tmp_path / "squad_lora_tune.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert run_cli("tune", path, *tiny, "--trials", "2", "--output", out) == 0
+        assert "| trial | state | f1 |" in capsys.readouterr().out
+        scores = [float(r["score"]) for r in csv.DictReader((out / "trials.csv").open()) if r["state"] == "complete"]
+        best = yaml.safe_load((out / "best_config.yaml").read_text())
+        assert scores and best["recipe"] == "question_answering"
+    else:
+        assert run_cli("compare", "squad_lora", *tiny, "--methods", "lora,ia3", "--output-dir", out) == 0
+        result = json.loads((out / "comparison.json").read_text())
+        assert result["metric"] == "f1"
+        scores = [row["metric"] for row in result["rows"]]
+        assert [row["method"] for row in result["rows"]] == ["lora", "ia3"]
+    assert all(0 <= score <= 100 for score in scores)
