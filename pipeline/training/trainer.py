@@ -64,8 +64,9 @@ class PipelineTrainer(Trainer):
             # Classification and masked-LM heads average their loss over the batch themselves; Trainer
             # would otherwise scale it by the process count for a token average they do not take.
             self.model_accepts_loss_kwargs = False
-        self._correct = torch.zeros((), dtype=torch.long)
-        self._seen = torch.zeros((), dtype=torch.long)
+        # counted where the logits are: reading them back each step would wait for the device
+        self._correct: torch.Tensor | None = None
+        self._seen: torch.Tensor | None = None
 
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         """Evaluation in the dataset's order: transformers 5 also length-groups the evaluation batches
@@ -97,8 +98,11 @@ class PipelineTrainer(Trainer):
                 logits, labels = logits[:, :-1], labels[:, 1:]
             with torch.no_grad():
                 mask = labels != -100
-                self._correct += ((logits.argmax(-1) == labels) & mask).sum().cpu()
-                self._seen += mask.sum().cpu()
+                correct, seen = ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
+                if self._correct is None:
+                    self._correct, self._seen = correct, seen
+                else:
+                    self._correct, self._seen = self._correct + correct, self._seen + seen
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
@@ -117,10 +121,11 @@ class PipelineTrainer(Trainer):
         return self.optimizer
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._seen > 0:
-            logs["accuracy"] = round(self._correct.item() / self._seen.item(), 4)
-            self._correct.zero_()
-            self._seen.zero_()
+        if "loss" in logs and self._seen is not None:
+            seen = self._seen.item()
+            if seen:
+                logs["accuracy"] = round(self._correct.item() / seen, 4)
+            self._correct = self._seen = None
         super().log(logs, start_time)
 
 
