@@ -43,7 +43,7 @@ class Task:
     arguments_class: type | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
     # tokens the recipe added to the vocabulary (a chat template's): their embedding rows are new, so
-    # they train (and are saved) under every method
+    # they train and are saved with the run (methods that cannot train them are refused)
     new_token_ids: list[int] = field(default_factory=list)
 
 
