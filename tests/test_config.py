@@ -159,3 +159,19 @@ def test_a_value_that_contains_itself_is_refused_in_one_line(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_text(LORA.read_text().replace("lora: {r: 8, alpha: 16, dropout: 0.1}", "lora: {target_modules: &a [*a]}"))
     assert "contains itself" in error(path)
+
+
+@pytest.mark.parametrize("name, overrides, expected", [
+    ("alpaca_smollm2_lora", [], 8),  # a decoder's logits span its vocabulary: evaluate at the training batch
+    ("alpaca_smollm2_lora", ["training.per_device_train_batch_size=4"], 4),
+    ("alpaca_smollm2_lora", ["training.per_device_eval_batch_size=2"], 2),  # the user's choice stands
+    ("sst2_lora", [], 64),  # a classifier's logits are two numbers a text
+])
+def test_the_evaluation_batch_fits_the_models_outputs(name, overrides, expected):
+    from pipeline.config.loader import resolve_config_path
+    from pipeline.registry import get_recipe
+    from pipeline.training.trainer import resolve_training
+
+    config = load_config(resolve_config_path(name), overrides)
+    resolve_training(config, get_recipe(config.recipe))
+    assert config.training["per_device_eval_batch_size"] == expected

@@ -179,6 +179,12 @@ def resolve_training(config: RunConfig, recipe: Recipe) -> None:
         disable_tqdm=True,
     )
     settings.update(recipe.training_defaults(config))
+    if recipe.causal:
+        # A decoder's evaluation logits cover its vocabulary at every position (SmolLM2: 49,152 a token,
+        # 512 tokens a conversation): 64 rows held over 20 GB of them at once. Evaluate at the
+        # training batch, which fits wherever training does.
+        settings["per_device_eval_batch_size"] = config.training.get("per_device_train_batch_size",
+                                                                     settings["per_device_train_batch_size"])
     settings.update(config.training)
     settings["learning_rate_rule"] = config.training.get("learning_rate_rule") or (
         "set in the config" if "learning_rate" in config.training else "method default")
