@@ -286,3 +286,26 @@ def test_a_decoder_without_a_chat_template_is_chat_tuned_in_chatml_and_merges(mo
                    f"output_dir={dpo}") == 0
     scores = json.loads((dpo / "metrics.json").read_text())["validation"]
     assert scores["pairs"] > 0 and math.isfinite(scores["loss"])
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "deberta-v2", "llama", "gpt2"])
+def test_training_dropout_reaches_every_dropout_of_the_architecture(model_type, zoo, sst2_rows):
+    """training.dropout sets the model's own dropouts, attention included (Llama keeps a float, BERT an
+    nn.Dropout, GPT-2 names it attn_dropout): at 0.3 two training-mode passes differ, at 0 they agree."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline.models.training_setup import attention_dropout_off, set_dropout
+
+    folder = zoo(model_type)
+    auto = AutoModelForCausalLM if model_type in DECODERS or model_type == "llama" else AutoModelForSequenceClassification
+    model, tokenizer = auto.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    batch = tokenizer([s for s, _ in sst2_rows[:4]], padding=True, return_tensors="pt")
+    model.train()
+    set_dropout(model, 0.3)
+    assert not attention_dropout_off(model)
+    assert not torch.equal(model(**batch).logits, model(**batch).logits)
+    set_dropout(model, 0.0)
+    assert attention_dropout_off(model)
+    assert torch.equal(model(**batch).logits, model(**batch).logits)

@@ -203,6 +203,9 @@ class TrainingExtras(Section):
     early_stopping_patience: int | None = Field(None, gt=0)  # stop after N evaluations without improvement
     # full fine-tuning: each layer down from the top learns at this factor of the one above it
     layerwise_lr_decay: float | None = Field(None, gt=0, le=1)
+    # every dropout of the model itself (embeddings, attention, hidden states, head); unset: the checkpoint's.
+    # Adapters keep theirs (lora.dropout).
+    dropout: float | None = Field(None, ge=0, lt=1)
     # how learning_rate was chosen, recorded by the pipeline in run_config.yaml (pipeline.config.loader)
     learning_rate_rule: str | None = None
 

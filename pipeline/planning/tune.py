@@ -33,6 +33,7 @@ from pipeline.recipe import Recipe
 from pipeline.training.callbacks import NonFiniteLossGuard, ProgressLine
 from pipeline.training.trainer import (
     check_machine,
+    prepare_model,
     quiet_unused_accelerators,
     resolve_training,
     task_trainer,
@@ -145,6 +146,7 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
     config.training.update(eval_strategy="epoch", save_strategy="no", load_best_model_at_end=False)
     set_seed(config.seed)
     task = recipe.build(config)
+    prepare_model(task, config)
     initial = task.model
 
     def model_init(trial: Any = None) -> Any:

@@ -31,6 +31,7 @@ from pipeline.models.methods import (
     parameter_report,
     resolve_lora_targets,
 )
+from pipeline.models.training_setup import choose_training_attention, set_dropout
 from pipeline.recipe import Recipe, Task
 from pipeline.runs import run_folder
 from pipeline.runs.hub import push
@@ -281,6 +282,27 @@ def check_machine(config: RunConfig) -> None:
         raise PipelineError("training.fp16 needs a CUDA GPU; on a CPU use training.bf16=true")
 
 
+def prepare_model(task: Task, config: RunConfig) -> str:
+    """Set the loaded model's own dropout where ``training.dropout`` asks, and choose the attention
+    kernel its training steps use from the longest training row; returns that kernel's name."""
+    dropout = config.training.get("dropout")
+    if dropout is not None:
+        set_dropout(task.model, dropout)
+    longest = None if config.dataset.packing else longest_row(task.train_dataset)  # a packed row joins several
+    return choose_training_attention(task.model, longest, cpu_only())
+
+
+def longest_row(data: Any) -> int | None:
+    """Tokens in the longest ``input_ids`` row of a tokenized dataset (read from its Arrow column),
+    or None for data without one."""
+    import pyarrow.compute as pc
+
+    if "input_ids" not in (getattr(data, "column_names", None) or []):
+        return None
+    longest = pc.max(pc.list_value_length(data.data.column("input_ids"))).as_py()
+    return int(longest) if longest is not None else None
+
+
 def task_trainer(config: RunConfig, recipe: Recipe, task: Task, args: TrainingArguments, callbacks: list[Any],
                  **model: Any) -> PipelineTrainer:
     """A PipelineTrainer over a recipe's task (its data, collator and metrics) for ``model=`` a model,
@@ -319,6 +341,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
             run_folder.prepare(config, overwrite)
         state.wait_for_everyone()
     task = recipe.build(config)
+    attention = prepare_model(task, config)
     model = apply_method(task.model, config, recipe.peft_task_type, recipe.fresh_head, task.new_token_ids)
     params = parameter_report(model)
     log.info(f"model: {config.model} with method {config.method}: {params['trainable']:,} trainable of "
@@ -326,7 +349,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     args, patience = training_arguments(config, run_dir, task)
     precision = "bf16 autocast" if args.bf16 else "fp16" if args.fp16 else "fp32"
     log.info(f"training: {precision}, {getattr(args.optim, 'value', args.optim)}, lr {args.learning_rate:g}, batch "
-          f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation")
+          f"{args.per_device_train_batch_size} x {args.gradient_accumulation_steps} accumulation, {attention} attention")
     callbacks = [ProgressLine(), NonFiniteLossGuard(), MetricsLog(run_dir / run_folder.LOG_FILE)]
     if patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
@@ -365,7 +388,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         "train": {"seconds": round(train_seconds, 1), "steps": result.global_step,
                   "samples_per_second": result.metrics.get("train_samples_per_second"),
                   "loss": result.metrics.get("train_loss"),
-                  "best_checkpoint": trainer.state.best_model_checkpoint,
+                  "best_checkpoint": trainer.state.best_model_checkpoint, "attention": attention,
                   "peak_memory_mb": max(peaks), "peak_memory_mb_per_process": peaks},
     })
     del trainer, model  # the final scores come from the saved run, reloaded as `pipeline evaluate` reloads it

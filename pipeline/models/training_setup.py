@@ -1,0 +1,67 @@
+"""How a loaded model trains: its own dropout (``training.dropout``) and the attention kernel its
+training steps use on a CPU.
+
+Both are set on the modules of the loaded model, not in its config, so the saved run keeps the
+checkpoint's values: a model fine-tuned from the run starts from what the checkpoint shipped with.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# The number attributes attention modules read their dropout probability from (BERT-family modules hold
+# an nn.Dropout and pass its p to the attention function; Llama-type ones keep a float).
+ATTENTION_DROPOUT_ATTRIBUTES = ("attention_dropout", "dropout_prob", "attn_dropout")
+
+# Longest training row (tokens) up to which eager attention trains faster than SDPA on a CPU (bench/attention.py:
+# SDPA's CPU kernel without dropout is flash attention, whose backward pass is slow on short rows).
+EAGER_ATTENTION_MAX_TOKENS = 128
+
+
+def is_probability(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def set_dropout(model: torch.nn.Module, probability: float) -> int:
+    """Set every dropout of ``model`` (embeddings, attention, hidden states, classifier head) to
+    ``probability``; returns how many were set. Adapter dropouts (``lora.dropout``) are added later
+    and keep their own setting."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+            count += 1
+        for name in ATTENTION_DROPOUT_ATTRIBUTES:
+            if is_probability(getattr(module, name, None)):
+                setattr(module, name, probability)
+                count += 1
+    return count
+
+
+def attention_dropout_off(model: torch.nn.Module) -> bool:
+    """Whether no attention module of ``model`` drops attention weights in training."""
+    for module in model.modules():
+        if not type(module).__name__.endswith("Attention"):
+            continue
+        for name in ("dropout", *ATTENTION_DROPOUT_ATTRIBUTES):
+            value = getattr(module, name, None)
+            probability = value.p if isinstance(value, torch.nn.Dropout) else value
+            if is_probability(probability) and probability > 0:
+                return False
+    return True
+
+
+def choose_training_attention(model: Any, longest_row: int | None, on_cpu: bool) -> str:
+    """The attention implementation ``model`` trains with: eager where it is faster, on a CPU for
+    rows of at most EAGER_ATTENTION_MAX_TOKENS tokens with attention dropout off, else what loaded.
+    (With attention dropout SDPA takes its math path, which is eager attention already.)"""
+    current = getattr(model.config, "_attn_implementation", None)
+    if (on_cpu and current == "sdpa" and longest_row is not None and longest_row <= EAGER_ATTENTION_MAX_TOKENS
+            and attention_dropout_off(model)):
+        try:
+            model.set_attn_implementation("eager")
+        except (ValueError, AttributeError):  # an architecture without an eager path keeps SDPA
+            return current
+        return "eager"
+    return current or "eager"
