@@ -2,6 +2,8 @@
 memory), then the trained run used on the GPU as a user would: `predict` with `--device auto` (bf16
 weights on a bf16 GPU, SDPA attention, batches of 256) against the CPU's fp32 predictions, `evaluate` reproducing the recorded
 metrics, `ner` on a short WNUT-17 run, and `serve` answering concurrent HTTP requests.
+Last, the training comparison of bench/train_throughput.py on the GPU: the tuned plain-Trainer peer
+against our shipped sst2_full and sst2_lora in bf16, one seed.
 Run on a machine with a CUDA GPU: python bench/gpu_check.py [--rows 8000]"""
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.train_throughput import RUNS  # noqa: E402
 from pipeline.config.loader import load_config  # noqa: E402
 from pipeline.inference.engines import TextClassifier, TokenTagger  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
@@ -128,6 +131,14 @@ def main() -> None:
         tagger = TokenTagger.from_run(ner)
         results["ner"] = {"device": str(next(tagger.runner.model.parameters()).device),
                           "entities": tagger.entities(["Empire State Building is in New York"])[0]}
+        compared = {name: RUNS[name](args.rows, data_config.seed, Path(tmp) / "compare")
+                    for name in ("tuned-hf-bf16", "ours-full-bf16", "ours-lora-bf16")}
+        for result in compared.values():
+            result["samples_per_second"] = args.rows / result["seconds"]
+        peer = compared["tuned-hf-bf16"]["samples_per_second"]
+        results["against_tuned_hf_bf16"] = {
+            name: {"samples_per_second": round(r["samples_per_second"], 1), "speed_ratio": round(r["samples_per_second"] / peer, 2),
+                   "dev_accuracy": r["accuracy"]} for name, r in compared.items()}
     print(json.dumps(results, indent=2, default=str))
 
 

@@ -1,20 +1,24 @@
-"""Training throughput and accuracy: the seed's style against our recipe, in one process.
+"""Training throughput and accuracy: our shipped SST-2 configs against plain Trainer, in one process.
 
 All runs fine-tune MiniLM for one epoch on the same SST-2 training rows (seeded subset) and score the
 872-row dev set:
 
-  seed-style   every text padded to max_length 128, batch 16, plain Trainer, full fine-tuning
+  seed-style     every text padded to max_length 128, plain Trainer, full fine-tuning, fp32
   tuned-hf-bf16  plain Trainer as a Hugging Face expert runs it: dynamic padding, length grouping, bf16
-  ours-full    our recipe: dynamic padding, length-grouped batches, full fine-tuning
-  ours-lora    our recipe with LoRA (r=8 on query/value)
-  *-bf16       the same with training.bf16=true (bf16 autocast on the CPU)
+  ours-full      the shipped sst2_full (its batch, learning rate and dropout), fp32
+  ours-lora      the shipped sst2_lora, fp32
+  *-bf16         the same with training.bf16=true (bf16 autocast on the CPU)
+
+The plain-Trainer runs take sst2_full's batch size and learning rate, and the checkpoint's dropout.
 
 Useful FLOPs count real (non-padding) tokens only: 6 x non-embedding parameters per token for full
 fine-tuning (forward 2, backward 4), 4 x for LoRA and head (no weight gradients for frozen layers),
 plus the attention score/value products. They are divided by the machine's matrix-multiply peak
 measured here with ../shared/tools/gemm_peak.py.
 
-Usage: python bench/train_throughput.py [--rows 4000] [--runs seed-style,ours-full,...] [--json out.json]
+Usage: python bench/train_throughput.py [--rows 2000 20000] [--seeds 42 43] [--runs tuned-hf-bf16,ours-full-bf16,...]
+           [--json out.json]
+About 20 minutes on 2 CPU cores with the default runs; needs the machine to itself. Not part of CI.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from pipeline.data.tasks import load_text_classification  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
 from pipeline.models.pretrained import resolve_model  # noqa: E402
 
-LEARNING_RATE = {"full": "5e-5", "lora": "1e-3"}
+DEFAULT_RUNS = "tuned-hf-bf16,ours-full-bf16,ours-lora-bf16"
 
 
 def flops_per_token(model_config, tokens_per_text: float, method: str) -> float:
@@ -53,9 +57,9 @@ def flops_per_token(model_config, tokens_per_text: float, method: str) -> float:
 
 
 def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool) -> dict:
-    """Plain Trainer, full fine-tuning, batch 16. The seed's style pads every text to 128 in fp32; the
-    tuned peer is what a user who knows Hugging Face well runs: dynamic padding
-    (DataCollatorWithPadding), length-grouped batches and bf16."""
+    """Plain Trainer, full fine-tuning at sst2_full's batch size and learning rate. The seed's style pads
+    every text to 128 in fp32; the tuned peer is what a user who knows Hugging Face well runs: dynamic
+    padding (DataCollatorWithPadding), length-grouped batches and bf16."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -74,8 +78,9 @@ def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool) -> dict:
     train = data.splits["train"].map(lambda b: tokenizer(b["text"], **padding), batched=True, remove_columns=["text"])
     tuning = dict(train_sampling_strategy="group_by_length", bf16=True, use_cpu=not torch.cuda.is_available()) \
         if tuned else {}
-    args = TrainingArguments(output_dir=str(workdir / ("tuned" if tuned else "seed")), per_device_train_batch_size=16,
-                             num_train_epochs=1, learning_rate=float(LEARNING_RATE["full"]), seed=seed,
+    args = TrainingArguments(output_dir=str(workdir / ("tuned" if tuned else "seed")),
+                             per_device_train_batch_size=cfg.training["per_device_train_batch_size"],
+                             num_train_epochs=1, learning_rate=float(cfg.training["learning_rate"]), seed=seed,
                              report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=10_000, **tuning)
     trainer = Trainer(model=model, args=args, train_dataset=train,
                       data_collator=DataCollatorWithPadding(tokenizer) if tuned else None)
@@ -99,31 +104,30 @@ def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path) -> dict:
 
     name = f"{method}{'-bf16' if bf16 else ''}"
     config = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [
-        f"dataset.max_train_samples={rows}", "training.num_train_epochs=1", f"seed={seed}",
-        f"training.learning_rate={LEARNING_RATE[method]}", "training.eval_strategy=no",
+        f"dataset.max_train_samples={rows}", "training.num_train_epochs=1", f"seed={seed}", "training.eval_strategy=no",
         "training.save_strategy=no", f"training.bf16={'true' if bf16 else 'false'}",
         f"output_dir={workdir / name}"])
-    run_dir = train(config, get_recipe(config.recipe))
+    run_dir = train(config, get_recipe(config.recipe), overwrite=True)  # the next seed reuses the folder
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"seconds": metrics["train"]["seconds"], "accuracy": metrics["validation"]["accuracy"],
             "method": method, "bf16": bf16}
 
 
 RUNS = {
-    "seed-style": lambda a, w: plain_trainer(a.rows, a.seed, w, tuned=False),
-    "tuned-hf-bf16": lambda a, w: plain_trainer(a.rows, a.seed, w, tuned=True),
-    "ours-full": lambda a, w: ours("full", False, a.rows, a.seed, w),
-    "ours-full-bf16": lambda a, w: ours("full", True, a.rows, a.seed, w),
-    "ours-lora": lambda a, w: ours("lora", False, a.rows, a.seed, w),
-    "ours-lora-bf16": lambda a, w: ours("lora", True, a.rows, a.seed, w),
+    "seed-style": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=False),
+    "tuned-hf-bf16": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=True),
+    "ours-full": lambda rows, seed, w: ours("full", False, rows, seed, w),
+    "ours-full-bf16": lambda rows, seed, w: ours("full", True, rows, seed, w),
+    "ours-lora": lambda rows, seed, w: ours("lora", False, rows, seed, w),
+    "ours-lora-bf16": lambda rows, seed, w: ours("lora", True, rows, seed, w),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--rows", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated, of: {', '.join(RUNS)}")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     use_terminal()
@@ -132,34 +136,51 @@ def main() -> None:
     peak = gemm_peak()
     print(machine(peak))
     model_config = AutoConfig.from_pretrained(resolve_model("minilm"))
-    cfg = load_config(ROOT / "recipes/configs/sst2_full.yaml", [f"dataset.max_train_samples={args.rows}"])
-    texts = list(load_text_classification(cfg.dataset, args.seed).splits["train"]["text"])
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    lengths = [min(len(ids), 128) for ids in tokenizer(texts)["input_ids"]]
-    real_tokens, mean_len = sum(lengths), float(np.mean(lengths))
-
-    results = {}
+    names = args.runs.split(",")
+    tables, everything = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.runs.split(","):
-            result = RUNS[name](args, Path(tmp))
-            samples_per_second = args.rows / result["seconds"]
-            useful = flops_per_token(model_config, mean_len, result["method"]) * real_tokens / result["seconds"]
-            dtype = "bf16" if result["bf16"] else "fp32"
-            result.update(samples_per_second=samples_per_second, useful_gflops=useful / 1e9,
-                          peak_share=useful / 1e9 / peak[dtype], peak_dtype=dtype)
-            results[name] = result
-            print(f"{name}: {samples_per_second:.1f} samples/s, dev accuracy {result['accuracy']:.4f}", flush=True)
-
-    base = results.get("seed-style")
-    print(f"\n{machine(peak)}\nrows {args.rows}, mean {mean_len:.1f} real tokens per text (seed style computes 128)\n")
-    print("| run | samples/s | vs seed style | dev accuracy | useful GFLOP/s | share of peak |")
-    print("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        ratio = f"{r['samples_per_second'] / base['samples_per_second']:.1f}x" if base else "-"
-        print(f"| {name} | {r['samples_per_second']:.1f} | {ratio} | {r['accuracy']:.4f} | "
-              f"{r['useful_gflops']:.1f} | {r['peak_share']:.1%} of {r['peak_dtype']} |")
+        for rows in args.rows:
+            cfg = load_config(ROOT / "recipes/configs/sst2_full.yaml", [f"dataset.max_train_samples={rows}"])
+            results: dict[str, list[dict]] = {name: [] for name in names}
+            for seed in args.seeds:
+                texts = list(load_text_classification(cfg.dataset, seed).splits["train"]["text"])
+                lengths = [min(len(ids), 128) for ids in tokenizer(texts)["input_ids"]]
+                for name in names:
+                    result = RUNS[name](rows, seed, Path(tmp))
+                    per_token = flops_per_token(model_config, float(np.mean(lengths)), result["method"])
+                    dtype = "bf16" if result["bf16"] else "fp32"
+                    result.update(seed=seed, samples_per_second=rows / result["seconds"],
+                                  useful_gflops=per_token * sum(lengths) / result["seconds"] / 1e9, peak_dtype=dtype)
+                    result["peak_share"] = result["useful_gflops"] / peak[dtype]
+                    results[name].append(result)
+                    print(f"{rows} rows, seed {seed}, {name}: {result['samples_per_second']:.1f} samples/s, "
+                          f"dev accuracy {result['accuracy']:.4f}", flush=True)
+            tables.append(table(rows, args.seeds, results))
+            everything[rows] = results
+    print(f"\n{machine(peak)}\nMiniLM-L6, 1 epoch of SST-2 rows (seeded subsets), dev accuracy on 872 sentences; "
+          f"samples/s and share of peak: mean over seeds {', '.join(map(str, args.seeds))}")
+    for lines in tables:
+        print("\n" + "\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps({"peak": peak, "rows": args.rows, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"peak": peak, "results": everything}, indent=2))
+
+
+def table(rows: int, seeds: list[int], results: dict[str, list[dict]]) -> list[str]:
+    peer = results.get("tuned-hf-bf16")
+    peer_rate = np.mean([r["samples_per_second"] for r in peer]) if peer else None
+    peer_accuracy = np.mean([r["accuracy"] for r in peer]) if peer else None
+    lines = [f"{rows:,} rows:", "", "| run | samples/s | vs tuned-hf-bf16 | dev accuracy (seed " + ", ".join(map(str, seeds))
+             + ") | mean | vs tuned-hf-bf16 | useful GFLOP/s | share of peak |", "|---|---|---|---|---|---|---|---|"]
+    for name, runs in results.items():
+        rate, accuracy = np.mean([r["samples_per_second"] for r in runs]), np.mean([r["accuracy"] for r in runs])
+        speed = f"{rate / peer_rate:.2f}x" if peer_rate else "-"
+        points = f"{(accuracy - peer_accuracy) * 100:+.2f} points" if peer_accuracy is not None else "-"
+        per_seed = ", ".join(f"{r['accuracy']:.4f}" for r in runs)
+        lines.append(f"| {name} | {rate:.1f} | {speed} | {per_seed} | "
+                     f"{accuracy:.4f} | {points} | {np.mean([r['useful_gflops'] for r in runs]):.1f} | "
+                     f"{np.mean([r['peak_share'] for r in runs]):.1%} of {runs[0]['peak_dtype']} |")
+    return lines
 
 
 if __name__ == "__main__":
