@@ -87,7 +87,7 @@ def test_lora_with_default_targets_trains_saves_predicts_and_exports(model_type,
     run = tmp_path / "lora"
     train, dev = sst2_files
     assert run_cli("train", "sst2_lora", f"model={zoo(model_type)}", "dataset.name=null", f"dataset.train_file={train}",
-                   f"dataset.validation_file={dev}", *STEPS, f"output_dir={run}") == 0
+                   f"dataset.validation_file={dev}", "lora.target_modules=null", *STEPS, f"output_dir={run}") == 0
     config = yaml.safe_load((run / "run_config.yaml").read_text())
     assert config["lora"]["target_modules"] == TARGETS[model_type]  # the resolved default is recorded
     weights = load_file(run / "adapter_model.safetensors")
@@ -309,3 +309,20 @@ def test_training_dropout_reaches_every_dropout_of_the_architecture(model_type, 
     set_dropout(model, 0.0)
     assert attention_dropout_off(model)
     assert torch.equal(model(**batch).logits, model(**batch).logits)
+
+
+@pytest.mark.parametrize("model_type, expected", [
+    ("distilbert", ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"]),
+    ("llama", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+               "mlp.up_proj", "mlp.down_proj"]),
+])
+def test_all_linear_names_each_architectures_block_layers(model_type, expected, zoo):
+    """sst2_lora's lora.target_modules: [all-linear] resolves by the model's own names, so the shipped
+    config adapts any architecture's blocks (not BERT's names on a model that has none)."""
+    from pipeline.config.loader import load_config
+    from pipeline.models.methods import resolve_lora_targets
+    from pipeline.registry import config_dir
+
+    config = load_config(config_dir() / "sst2_lora.yaml", [f"model={zoo(model_type)}"])
+    resolve_lora_targets(config)
+    assert config.lora.target_modules == expected

@@ -40,7 +40,7 @@ def test_method_trains_saves_reloads_and_predicts(method, tmp_path, monkeypatch)
     assert run_cli("train", "sst2_lora", f"method={method}", *SHORT, f"output_dir={out}") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation"]["rows"] == 64
-    assert 0 < metrics["parameters"]["percent"] < (5 if method == "head" else 3.5)  # sst2_lora: rank 16, every linear layer
+    assert 0 < metrics["parameters"]["percent"] < (5 if method == "head" else 4.0)  # sst2_lora: rank 16 on every block layer
     assert metrics["train"]["peak_memory_mb"] > 0
     saved = out / ("model.safetensors" if method == "head" else "adapter_model.safetensors")
     assert saved.exists()

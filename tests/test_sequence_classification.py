@@ -24,7 +24,7 @@ def test_lora_run_reaches_its_measured_dev_accuracy(lora_run):
     metrics = json.loads((lora_run / "metrics.json").read_text())
     assert metrics["validation"]["rows"] == 872
     assert metrics["validation"]["accuracy"] > 0.75
-    assert metrics["parameters"]["percent"] < 3.0  # rank 16 on every linear layer: 2.9%
+    assert metrics["parameters"]["percent"] < 4.0  # rank 16 on the blocks' linear layers, the pooler in full: 3.5%
 
 
 def test_full_run_reaches_its_measured_dev_accuracy(full_run):
@@ -92,7 +92,10 @@ def test_overrides_land_in_the_resolved_config(lora_run):
     assert config["training"]["num_train_epochs"] == 2
     assert config["training"]["learning_rate"] == pytest.approx(1e-3)  # "1e-3" typed as float
     # the shipped settings the overrides left alone are recorded as they were
-    assert config["lora"] == {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["query", "key", "value", "dense"]}
+    # all-linear, resolved to the blocks' linear layers (the pooler trains in full, with the head)
+    assert config["lora"] == {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": [
+        "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+        "intermediate.dense", "output.dense"]}
     assert config["training"]["dropout"] == 0.0 and config["training"]["per_device_train_batch_size"] == 32
 
 

@@ -75,6 +75,20 @@ def linear_layer_names(model: torch.nn.Module) -> list[str]:
                               if isinstance(module, torch.nn.Linear)))
 
 
+def block_linear_layers(model: torch.nn.Module) -> list[str]:
+    """The linear layers of a model's repeated transformer blocks, named from inside the block
+    (BERT: attention.self.query ... intermediate.dense, output.dense): what LoRA's all-linear adapts.
+    Layers outside the blocks (BERT's pooler, task heads) are left to train as the head does."""
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+            parts = name.split(".")
+            index = max((i for i, part in enumerate(parts) if part.isdigit()), default=None)
+            if index is not None and index + 1 < len(parts):
+                names.append(".".join(parts[index + 1:]))
+    return list(dict.fromkeys(names))
+
+
 def ia3_targets(model_type: str) -> tuple[list[str], list[str]] | None:
     """IA3's (targets, feed-forward modules) where peft has no entry for the type, else None (peft's own)."""
     return IA3_TARGETS.get(model_type)

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.models.architectures import (
+    block_linear_layers,
     has_default_targets,
     head_modules,
     head_parameters_to_save,
@@ -55,12 +56,23 @@ def expand_target_aliases(module_names: list[str], targets: list[str]) -> list[s
 LORA_FAMILY = ("lora", "dora", "adalora")
 
 
+# lora.target_modules: [all-linear] adapts every linear layer of the transformer blocks, by their names.
+ALL_LINEAR = "all-linear"
+
+
 def resolve_lora_targets(config: Any) -> None:
     """Fill ``lora.target_modules`` with the architecture's query/value projections when the user set
-    none, so that run_config.yaml records what was adapted and a resume compares like with like."""
-    if config.method not in LORA_FAMILY or config.lora.target_modules:
+    none, or with every linear layer of the transformer blocks for ``[all-linear]``, so that run_config.yaml
+    records what was adapted and a resume compares like with like."""
+    if config.method not in LORA_FAMILY:
         return
     from_scratch = config.recipe == "causal_lm" and config.lm.from_scratch
+    if config.lora.target_modules == [ALL_LINEAR]:
+        model_config = load_model_config("gpt2" if from_scratch else config.model)
+        config.lora.target_modules = block_linear_layers(skeleton(model_config))
+        return
+    if config.lora.target_modules:
+        return
     model_type = "gpt2" if from_scratch else load_model_config(config.model).model_type
     names = None
     if not has_default_targets(model_type):  # recognise it by its layer names
