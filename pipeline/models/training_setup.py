@@ -23,20 +23,15 @@ def is_probability(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def set_dropout(model: torch.nn.Module, probability: float) -> int:
+def set_dropout(model: torch.nn.Module, probability: float) -> None:
     """Set every dropout of ``model`` (embeddings, attention, hidden states, classifier head) to
-    ``probability``; returns how many were set. Adapter dropouts (``lora.dropout``) are added later
-    and keep their own setting."""
-    count = 0
+    ``probability``. Adapter dropouts (``lora.dropout``) are added later and keep their own setting."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = probability
-            count += 1
         for name in ATTENTION_DROPOUT_ATTRIBUTES:
             if is_probability(getattr(module, name, None)):
                 setattr(module, name, probability)
-                count += 1
-    return count
 
 
 def attention_dropout_off(model: torch.nn.Module) -> bool:
