@@ -130,10 +130,11 @@ def test_fsdp_runs_the_peft_methods_that_read_their_weights_whole(tmp_path, meth
     assert (complete_checkpoints(run)[-1] / "pytorch_model_fsdp_0" / ".metadata").exists()
     if method == "prompt":
         assert saved_numbers(run / "adapter_model.safetensors") == metrics(run)["parameters"]["trainable"]
-    else:  # AdaLoRA saves its matrices cut to the ranks it kept: each is whole (384 rows, not a shard's 192)
+    else:  # AdaLoRA saves its matrices cut to the ranks it kept: each is whole (384 or 1536 rows, not a
+        # shard's half), whichever checkpoint was best, although the rank pattern changed since
         with safe_open(run / "adapter_model.safetensors", framework="pt") as f:
             rows = {f.get_slice(name).get_shape()[0] for name in f.keys() if "lora_B" in name}
-        assert rows == {384}
+        assert rows == {384, 1536}
     # Both processes evaluated with their own copy of the unsharded parameters; the saved copy
     # (the main process's) scores the same: the copies did not drift apart.
     assert metrics(run)["validation"]["accuracy"] == pytest.approx(best_eval_accuracy(run), abs=0.006)

@@ -126,7 +126,7 @@ def test_unknown_method_names_the_choices(tmp_path, capsys):
 
 def test_adalora_schedule_prunes_rank_and_the_pruned_adapter_reloads(tmp_path, capsys):
     """AdaLoRA's budget schedule runs inside Trainer: the saved adapter keeps only the target rank
-    (half of lora.r, spread over the layers by importance), and it reloads to the same accuracy."""
+    (half of lora.r, spread over the modules by importance), and it reloads to the same accuracy."""
     from safetensors.torch import load_file
 
     out = tmp_path / "adalora"
@@ -135,8 +135,8 @@ def test_adalora_schedule_prunes_rank_and_the_pruned_adapter_reloads(tmp_path, c
                    "training.save_strategy=no", f"output_dir={out}") == 0
     weights = load_file(str(out / "adapter_model.safetensors"))
     ranks = [t.shape[0] for name, t in weights.items() if "lora_E" in name]
-    assert len(ranks) == 12  # query and value in 6 layers
-    assert sum(ranks) == 4 * 12 and len(set(ranks)) > 1  # budget 4 per module on average, unevenly spent
+    assert len(ranks) == 36  # all-linear: query, key, value, attention output, intermediate, output in 6 layers
+    assert sum(ranks) == 8 * 36 and len(set(ranks)) > 1  # budget r/2 = 8 per module on average, unevenly spent
     trained = json.loads((out / "metrics.json").read_text())["validation"]["accuracy"]
     capsys.readouterr()
     assert run_cli("evaluate", out) == 0

@@ -2,7 +2,11 @@
 the presets in ``launch/`` run as shipped, on GPUs and on CPU processes over gloo."""
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -88,6 +92,36 @@ def kept_whole(model: torch.nn.Module) -> list[torch.nn.Module]:
         return [module for name, module in model.named_modules()  # with the rank counts peft rewrites
                 if name.rsplit(".", 1)[-1] in ("lora_A", "lora_B", "lora_E", "ranknum")]
     return []
+
+
+ADALORA_RANK_PATTERN = "adalora_rank_pattern.json"
+
+
+@contextmanager
+def adalora_checkpoint_at_full_rank(model: torch.nn.Module, checkpoint: Path, *, saving: bool,
+                                    write: bool = True) -> Iterator[None]:
+    """Save or load a sharded AdaLoRA checkpoint with its matrices at full rank, the rank pattern beside.
+
+    peft cuts AdaLoRA's matrices to the current rank pattern whenever it hands out or takes in the
+    adapter's state, and the pattern changes as the budget shrinks: a checkpoint written at one
+    pattern would not load into a model at another (the best checkpoint is older than the final
+    pattern; a resumed run starts with none). The pruned ranks are zeros in lora_E, so the full
+    matrices hold the same adapter; the pattern is written to the checkpoint (``write``: the main
+    process) and, on loading, restored, so the adapter saved after it is cut as that checkpoint was."""
+    config = getattr(model, "peft_config", {}).get("default")
+    if type(config).__name__ != "AdaLoraConfig":
+        yield
+        return
+    pattern, config.rank_pattern = config.rank_pattern, None
+    try:
+        yield
+    finally:
+        config.rank_pattern = pattern
+    if saving and write:
+        (checkpoint / ADALORA_RANK_PATTERN).write_text(json.dumps(pattern))
+    elif not saving:
+        saved = checkpoint / ADALORA_RANK_PATTERN
+        config.rank_pattern = json.loads(saved.read_text()) if saved.exists() else None
 
 
 def separate_whole_parameters(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:

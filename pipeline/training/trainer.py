@@ -43,6 +43,7 @@ from pipeline.training.callbacks import (
     ProgressLine,
 )
 from pipeline.training.distributed import (
+    adalora_checkpoint_at_full_rank,
     check_fsdp_launch,
     end_zero3_loading,
     full_state_dict,
@@ -88,7 +89,22 @@ class PipelineTrainer(Trainer):
             # early skipped loading the best model while the other waited for it: make the folder first.
             folder = Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             folder.mkdir(parents=True, exist_ok=True)
-        super()._save_checkpoint(model, trial)
+            with adalora_checkpoint_at_full_rank(self.model, folder, saving=True, write=self.args.should_save):
+                super()._save_checkpoint(model, trial)
+        else:
+            super()._save_checkpoint(model, trial)
+
+    def _load_best_model(self) -> None:
+        if not self.is_fsdp_enabled:
+            return super()._load_best_model()
+        with adalora_checkpoint_at_full_rank(self.model, Path(self.state.best_model_checkpoint), saving=False):
+            super()._load_best_model()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        if not self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        with adalora_checkpoint_at_full_rank(self.model, Path(resume_from_checkpoint), saving=False):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
