@@ -4,7 +4,7 @@ model card), with the machine line and the dev accuracy it printed.
 
     python bench/main_job.py [--seeds 42 43] [--out bench/out/main_job]
 
-Each seed is a full run (about 20 minutes on 2 CPU cores). Not part of CI.
+Each seed is a full run (about 11 minutes on 2 CPU cores). Not part of CI.
 """
 from __future__ import annotations
 
