@@ -10,6 +10,7 @@ from pipeline.planning.advise import (
     advise,
     crossovers,
     load_model_config,
+    lora_count,
     lora_parameters,
     nearest_measured,
     parse_memory,
@@ -26,14 +27,20 @@ def test_lora_params_for_bert_base_matches_the_closed_form(capsys):
 
 
 @pytest.mark.parametrize("r,targets", [(8, ["query", "value"]), (16, ["query", "key", "value", "output"]),
-                                       (4, ["query", "key", "value", "dense"])])
+                                       (4, ["query", "key", "value", "dense"]), (16, ["all-linear"])])
 def test_lora_params_from_the_config_equal_peft_on_the_real_minilm(r, targets):
+    """all-linear names output.dense after attention.output.dense, which the shorter suffix also
+    matches: peft adapts each layer once, and so does the count."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
+    from pipeline.models.architectures import block_linear_layers
     from pipeline.models.methods import expand_target_aliases
     from pipeline.models.pretrained import resolve_model
 
+    all_linear = targets == ["all-linear"]
+    if all_linear:
+        targets = block_linear_layers(skeleton(load_model_config("minilm")))  # as a run resolves it
     counted = lora_parameters(skeleton(load_model_config("minilm")), r, targets)
     real = AutoModel.from_pretrained(resolve_model("minilm"))
     names = [n for n, _ in real.named_modules()]
@@ -41,6 +48,8 @@ def test_lora_params_from_the_config_equal_peft_on_the_real_minilm(r, targets):
     actual = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
     assert counted.total == actual
     assert counted.model_parameters == sum(p.numel() for p in real.parameters()) - actual
+    if all_linear:  # as `pipeline lora-params --targets all-linear` resolves it
+        assert lora_count("minilm", r, ["all-linear"]).total == actual
 
 
 def test_lora_params_names_the_linear_layers_for_a_bad_target():

@@ -232,10 +232,10 @@ def test_bad_qa_files_stop_in_one_line_naming_the_file_and_row(case, squad, tmp_
 def test_lora_params_and_advise_plan_the_span_head_a_run_trains(qa_run, capsys):
     from pipeline.planning.advise import GiB, advise, lora_count
 
-    lora = pipeline.Run(qa_run).config.lora  # squad_lora: r 16 on query, key, value and dense
+    lora = pipeline.Run(qa_run).config.lora  # squad_lora: r 16 on every linear layer of the blocks
     count = lora_count("minilm", lora.r, lora.target_modules, "question_answering")
     trained = json.loads((qa_run / "metrics.json").read_text())["parameters"]
-    # the plan from the config alone is what the real run trained: LoRA on query/value plus the span head
+    # the plan from the config alone is what the real run trained: the LoRA matrices plus the span head
     assert count.total + count.head == trained["trainable"] and count.head == 384 * 2 + 2
     # peft keeps the head's original weights beside the copy that trains, so the run's total counts it twice
     assert count.model_parameters + count.total + count.head == trained["total"]

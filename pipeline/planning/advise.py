@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.models.architectures import head_modules, linear_layer_names, lora_targets
-from pipeline.models.methods import expand_target_aliases
+from pipeline.models.architectures import block_linear_layers, head_modules, linear_layer_names, lora_targets
+from pipeline.models.methods import ALL_LINEAR, expand_target_aliases
 from pipeline.models.pretrained import load_model_config, skeleton
 from pipeline.registry import get_recipe
 
@@ -75,10 +75,12 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
     if r <= 0:
         raise PipelineError(f"--r must be positive, got {r}")
     linear = {name: mod for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
-    rows, targeted = [], 0
+    rows, targeted, counted = [], 0, set()
     for user_target, target in zip(targets, expand_target_aliases(list(linear), targets)):
-        names = [n for n in linear if n == target or n.endswith("." + target)]
-        if not names:
+        matched = [n for n in linear if n == target or n.endswith("." + target)]
+        names = [n for n in matched if n not in counted]  # output.dense also matches attention.output.dense
+        counted.update(names)
+        if not matched:
             short = sorted(linear_layer_names(model))
             raise PipelineError(f"target {user_target!r} matches no linear layer; linear layers are named "
                                 f"{', '.join(short)} (or use a longer suffix such as attention.output.dense)")
@@ -120,6 +122,8 @@ def lora_count(model_name: str, r: int, targets: list[str] | None = None, recipe
     model = task_model(model_name, recipe)
     if targets is None:
         targets = lora_targets(config.model_type, [n for n, _ in model.named_modules()])
+    elif targets == [ALL_LINEAR]:
+        targets = block_linear_layers(model)
     if not targets:
         raise PipelineError("--targets is empty; name modules, e.g. query,value")
     count = lora_parameters(model, r, targets)
