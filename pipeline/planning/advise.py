@@ -74,6 +74,8 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
     parameters per layer. Targets match module names by their last dotted parts, as in peft."""
     if r <= 0:
         raise PipelineError(f"--r must be positive, got {r}")
+    if list(targets) == [ALL_LINEAR]:  # as a run resolves it: the blocks' linear layers
+        targets = block_linear_layers(model)
     linear = {name: mod for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
     rows, targeted, counted = [], 0, set()
     for user_target, target in zip(targets, expand_target_aliases(list(linear), targets)):
@@ -122,8 +124,6 @@ def lora_count(model_name: str, r: int, targets: list[str] | None = None, recipe
     model = task_model(model_name, recipe)
     if targets is None:
         targets = lora_targets(config.model_type, [n for n, _ in model.named_modules()])
-    elif targets == [ALL_LINEAR]:
-        targets = block_linear_layers(model)
     if not targets:
         raise PipelineError("--targets is empty; name modules, e.g. query,value")
     count = lora_parameters(model, r, targets)
@@ -190,7 +190,7 @@ def estimate(config: Any, model: torch.nn.Module, batch: int, seq_len: int, prec
     h, layers = config.hidden_size, config.num_hidden_layers
     head = head_parameters(model)  # what head-only and the peft methods train in full
     if targets is None:  # what a run with no lora.target_modules adapts
-            targets = tuple(lora_targets(config.model_type, [n for n, _ in model.named_modules()]))
+        targets = tuple(lora_targets(config.model_type, [n for n, _ in model.named_modules()]))
     lora = lora_parameters(model, r, list(targets)).total + head
     ia3 = layers * (2 * h + config.intermediate_size) + head
     prompt = virtual_tokens * h + head
