@@ -38,10 +38,10 @@ def test_lora_params_from_the_config_equal_peft_on_the_real_minilm(r, targets):
     from pipeline.models.methods import expand_target_aliases
     from pipeline.models.pretrained import resolve_model
 
-    all_linear = targets == ["all-linear"]
-    if all_linear:
-        targets = block_linear_layers(skeleton(load_model_config("minilm")))  # as a run resolves it
     counted = lora_parameters(skeleton(load_model_config("minilm")), r, targets)
+    all_linear = targets == ["all-linear"]
+    if all_linear:  # peft gets the layers a run records for it
+        targets = block_linear_layers(skeleton(load_model_config("minilm")))
     real = AutoModel.from_pretrained(resolve_model("minilm"))
     names = [n for n, _ in real.named_modules()]
     peft_model = get_peft_model(real, LoraConfig(r=r, target_modules=expand_target_aliases(names, targets)))

@@ -81,8 +81,7 @@ def kept_whole(model: torch.nn.Module) -> list[torch.nn.Module]:
     """Modules whose parameters FSDP leaves unsharded, because peft reads them whole outside the
     sharded forward: the prompt encoder of prompt and prefix tuning (its embeddings are computed for
     every checkpoint) and AdaLoRA's adapter matrices and rank counts (its rank allocator ranks
-    singular values across all of them; loading a checkpoint resizes them). They are small; each
-    process holds them all."""
+    singular values across all of them). They are small; each process holds them all."""
     config = getattr(model, "peft_config", {}).get("default")
     if config is None:
         return []
