@@ -40,6 +40,8 @@ CASES: dict[str, tuple[Case, str]] = {
     "negative batch size": (lambda t, r: ["train", "sst2_lora", "training.per_device_train_batch_size=-8"], "must be positive"),
     "learning rate out of range": (lambda t, r: ["train", "sst2_lora", "training.learning_rate=20"], "learning_rate must be in"),
     "dropout out of range": (lambda t, r: ["train", "sst2_lora", "training.dropout=1"], "training.dropout"),
+    "all-linear among module names": (lambda t, r: ["train", "sst2_lora", "lora.target_modules=[all-linear,query]"],
+                                      "write [all-linear] alone"),
     "mutually exclusive options": (lambda t, r: ["train", "sst2_lora", "dataset.train_file=a.csv"], "both set"),
     "resume and overwrite": (lambda t, r: ["train", "sst2_lora", "--resume", "--overwrite"], "contradict"),
     "yaml syntax error": (lambda t, r: ["train", text(t / "bad.yaml", "recipe: x\ndataset:\n  name: [sst2\n")],

@@ -74,6 +74,10 @@ class DatasetConfig(Section):
         return self
 
 
+# lora.target_modules: [all-linear] adapts every linear layer of the transformer blocks, by their names.
+ALL_LINEAR = "all-linear"
+
+
 class LoraConfig(Section):
     r: int = Field(8, gt=0)
     alpha: int = Field(16, gt=0)
@@ -93,6 +97,9 @@ class LoraConfig(Section):
         if value == []:
             raise ValueError("lora.target_modules is empty; name the modules to adapt, e.g. [query, value], "
                              "or remove the key for the architecture's default")
+        if value and ALL_LINEAR in value and len(value) > 1:
+            raise ValueError(f"lora.target_modules {value} mixes {ALL_LINEAR} with module names; {ALL_LINEAR} "
+                             "already names every linear layer of the blocks: write [all-linear] alone, or list the names")
         return value
 
 

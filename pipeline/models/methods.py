@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pipeline.config.schema import ALL_LINEAR
 from pipeline.errors import PipelineError
 from pipeline.models.architectures import (
     block_linear_layers,
@@ -54,10 +55,6 @@ def expand_target_aliases(module_names: list[str], targets: list[str]) -> list[s
 
 
 LORA_FAMILY = ("lora", "dora", "adalora")
-
-
-# lora.target_modules: [all-linear] adapts every linear layer of the transformer blocks, by their names.
-ALL_LINEAR = "all-linear"
 
 
 def resolve_lora_targets(config: Any) -> None:

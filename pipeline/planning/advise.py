@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from pipeline.config.schema import ALL_LINEAR
 from pipeline.errors import PipelineError
 from pipeline.models.architectures import block_linear_layers, head_modules, linear_layer_names, lora_targets
-from pipeline.models.methods import ALL_LINEAR, expand_target_aliases
+from pipeline.models.methods import expand_target_aliases
 from pipeline.models.pretrained import load_model_config, skeleton
 from pipeline.registry import get_recipe
 
