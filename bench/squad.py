@@ -10,7 +10,8 @@ scored on its first half (4,961), as the offline catalogue splits it:
   transformers' question-answering pipeline ran, which transformers 5 removed), both fp32 on the
   same weights: questions per second, and the share of identical answers.
 
-Prints the tables with the machine line; several hours on 2 CPU cores. Not part of CI.
+Prints the tables with the machine line; several hours on 2 CPU cores. Not part of CI. Each run and
+measurement is kept under bench/out/squad, so an interrupted bench goes on where it stopped.
 
     python bench/squad.py [--seeds 1 2] [--skip-peer] [--skip-answering]
 """
@@ -84,8 +85,19 @@ def answers_from(logits, example, offsets, contexts, config) -> list[str]:
             for q, found in enumerate(per_question)]
 
 
+def cached(path: Path, measure) -> dict:
+    """A step's result from ``path`` when an earlier invocation measured it, so the bench runs in parts."""
+    if not path.exists():
+        path.write_text(json.dumps(measure()))
+    return json.loads(path.read_text())
+
+
 def peer(seed: int) -> dict:
     """run_qa.py's way: plain Trainer, windows padded to 384, no grouping; scored by our decoding."""
+    return cached(OUT / f"peer_seed{seed}.json", lambda: measure_peer(seed))
+
+
+def measure_peer(seed: int) -> dict:
     from functools import partial
 
     from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
@@ -162,7 +174,9 @@ def main_bench() -> None:
     rows = {name: [ours(name, seed) for seed in args.seeds] for name in ("squad_full", "squad_lora")}
     if not args.skip_peer:
         rows["run_qa.py style (padded to 384, plain Trainer)"] = [peer(seed) for seed in args.seeds]
-    speed = None if args.skip_answering else answering(OUT / f"squad_full_seed{args.seeds[0]}", args.seeds[0])
+    speed = None if args.skip_answering else cached(
+        OUT / f"answering_seed{args.seeds[0]}.json",
+        lambda: answering(OUT / f"squad_full_seed{args.seeds[0]}", args.seeds[0]))
     print(machine())
     print(f"\nSQuAD v1.1, MiniLM-L6: 5,609 questions train (dev part 2), 4,961 scored (dev part 1); 2 epochs, "
           f"batch 16; seeds {', '.join(map(str, args.seeds))}\n")
