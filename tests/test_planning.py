@@ -52,6 +52,20 @@ def test_lora_params_from_the_config_equal_peft_on_the_real_minilm(r, targets):
         assert lora_count("minilm", r, ["all-linear"]).total == actual
 
 
+def test_lora_params_all_linear_on_gpt2_counts_its_conv1d_projections_as_peft_does():
+    """GPT-2's c_attn, c_proj and c_fc are Conv1D (weights stored (in, out)), not nn.Linear."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2Model
+
+    from pipeline.models.architectures import block_linear_layers
+
+    model = GPT2Model(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=512, n_positions=64))
+    counted = lora_parameters(model, 8, ["all-linear"])
+    peft_model = get_peft_model(model, LoraConfig(r=8, target_modules=block_linear_layers(model), fan_in_fan_out=True))
+    assert counted.total == sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    assert counted.total == 2 * 8 * ((64 + 192) + (64 + 64) + (64 + 256) + (256 + 64))
+
+
 def test_lora_params_names_the_linear_layers_for_a_bad_target():
     with pytest.raises(PipelineError, match="matches no linear layer.*query"):
         lora_parameters(skeleton(load_model_config("minilm")), 8, ["qproj"])

@@ -68,11 +68,22 @@ def lora_targets(model_type: str, module_names: list[str] | None = None) -> list
                         f"attention projections (`pipeline lora-params --model ... --targets ...` lists its layers)")
 
 
+def linear_layers(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """Every layer LoRA can adapt, by full name, with its (in, out) features: ``nn.Linear`` and
+    GPT-2's ``Conv1D`` (a linear layer whose weight is stored transposed, (in, out))."""
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            found[name] = (module.in_features, module.out_features)
+        elif type(module).__name__ == "Conv1D":
+            found[name] = tuple(module.weight.shape)
+    return found
+
+
 def linear_layer_names(model: torch.nn.Module) -> list[str]:
     """The short names (last dotted part) of a model's linear layers, in order of first appearance:
     what a LoRA target names (BERT: query, key, value, dense)."""
-    return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                              if isinstance(module, torch.nn.Linear)))
+    return list(dict.fromkeys(name.rsplit(".", 1)[-1] for name in linear_layers(model)))
 
 
 def block_linear_layers(model: torch.nn.Module) -> list[str]:
@@ -80,12 +91,11 @@ def block_linear_layers(model: torch.nn.Module) -> list[str]:
     (BERT: attention.self.query ... intermediate.dense, output.dense): what LoRA's all-linear adapts.
     Layers outside the blocks (BERT's pooler, task heads) are left to train as the head does."""
     names = []
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
-            parts = name.split(".")
-            index = max((i for i, part in enumerate(parts) if part.isdigit()), default=None)
-            if index is not None and index + 1 < len(parts):
-                names.append(".".join(parts[index + 1:]))
+    for name in linear_layers(model):
+        parts = name.split(".")
+        index = max((i for i, part in enumerate(parts) if part.isdigit()), default=None)
+        if index is not None and index + 1 < len(parts):
+            names.append(".".join(parts[index + 1:]))
     return list(dict.fromkeys(names))
 
 

@@ -16,7 +16,8 @@ import torch
 
 from pipeline.config.schema import ALL_LINEAR
 from pipeline.errors import PipelineError
-from pipeline.models.architectures import block_linear_layers, head_modules, linear_layer_names, lora_targets
+from pipeline.models.architectures import (block_linear_layers, head_modules, linear_layer_names, linear_layers,
+                                          lora_targets)
 from pipeline.models.methods import expand_target_aliases
 from pipeline.models.pretrained import load_model_config, skeleton
 from pipeline.registry import get_recipe
@@ -77,7 +78,7 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
         raise PipelineError(f"--r must be positive, got {r}")
     if list(targets) == [ALL_LINEAR]:  # as a run resolves it: the blocks' linear layers
         targets = block_linear_layers(model)
-    linear = {name: mod for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    linear = linear_layers(model)
     rows, targeted, counted = [], 0, set()
     for user_target, target in zip(targets, expand_target_aliases(list(linear), targets)):
         matched = [n for n in linear if n == target or n.endswith("." + target)]
@@ -89,7 +90,7 @@ def lora_parameters(model: torch.nn.Module, r: int, targets: list[str]) -> LoraC
                                 f"{', '.join(short)} (or use a longer suffix such as attention.output.dense)")
         by_shape: dict[tuple[int, int], list[str]] = {}
         for n in names:
-            by_shape.setdefault((linear[n].in_features, linear[n].out_features), []).append(n)
+            by_shape.setdefault(linear[n], []).append(n)
         for shape, group in by_shape.items():
             rows.append(LoraTarget(user_target, shape, group, r * (shape[0] + shape[1])))
             targeted += len(group) * shape[0] * shape[1]
