@@ -63,6 +63,10 @@ class Recipe:
     # whether the task model puts a fresh head on the base (classifiers), which then trains in full
     # under every method; a language model's head is pretrained (and often tied to the embeddings)
     fresh_head: ClassVar[bool] = False
+    # whether augment (EDA word edits of training texts) applies to this recipe's data, and if not,
+    # why in its own terms; checked before anything loads so that augment.factor is never ignored
+    augments: ClassVar[bool] = False
+    augment_refusal: ClassVar[str] = ""
 
     def build(self, config: Any) -> Task:
         raise NotImplementedError
@@ -81,6 +85,13 @@ class Recipe:
     def model_class(self, config: Any) -> Any:
         """The transformers class that loads this recipe's model for ``config``."""
         return auto_model_class(self.auto_class)
+
+    def check(self, config: Any) -> None:
+        """Refuse, in one line and before anything loads, settings this recipe cannot honour."""
+        if config.augment.factor and not self.augments:
+            why = self.augment_refusal or (f"augment edits the words of texts labelled as a whole "
+                                           f"(sequence_classification); {self.name} runs do not use it")
+            raise PipelineError(f"{why}; set augment.factor=0")
 
     def require(self, command: str) -> None:
         """Refuse, in one line, a command that does not apply to this recipe's runs."""

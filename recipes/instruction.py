@@ -40,11 +40,9 @@ class Instruction(Recipe):
     chat = True
     commands = frozenset({"train", "evaluate", "compare", "generate", "chat", "serve", "inspect", "export", "push"})
     usage = 'pipeline generate {run} "Name three primary colours." --max-new-tokens 60'
+    augment_refusal = "augment edits words of single texts; it does not apply to conversations"
 
     def build(self, config: RunConfig) -> Task:
-        if config.augment.factor:
-            raise PipelineError("augment edits words of single texts; it does not apply to conversations (set "
-                                "augment.factor=0)")
         conversations = load_conversations(config.dataset, config.chat, config.seed)
         tokenizer = prepare_chat_tokenizer(load_tokenizer(config.model, config.trust_remote_code), config.model)
         model, new_tokens = load_causal_lm(config.model, tokenizer, config.trust_remote_code, config.allow_pickle)

@@ -58,11 +58,9 @@ class Preference(Recipe):
     chat = True
     commands = frozenset({"train", "evaluate", "compare", "generate", "chat", "serve", "inspect", "export", "push"})
     usage = 'pipeline generate {run} "Which is heavier, a kilogram of feathers or of steel?" --max-new-tokens 60'
+    augment_refusal = "augment edits words of single texts; it does not apply to preference pairs"
 
     def build(self, config: RunConfig) -> Task:
-        if config.augment.factor:
-            raise PipelineError("augment edits words of single texts; it does not apply to preference pairs (set "
-                                "augment.factor=0)")
         trainer_class, arguments_class, arguments = trl_objective(config)
         pairs = load_pairs(config.dataset, config.chat, config.seed)
         tokenizer = prepare_chat_tokenizer(load_tokenizer(config.model, config.trust_remote_code), config.model)

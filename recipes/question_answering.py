@@ -39,10 +39,9 @@ class QuestionAnswering(Recipe):
     metric = "f1"
     commands = frozenset({"train", "evaluate", "compare", "tune", "qa", "serve", "inspect", "export", "push"})
     usage = 'pipeline qa {run} --question "Who wrote it?" --context "It was written by Ada Lovelace in 1843."'
+    augment_refusal = "augment edits words, which would move every answer span"
 
     def build(self, config: RunConfig) -> Task:
-        if config.augment.factor:
-            raise PipelineError("augment edits words, which would move every answer span; set augment.factor=0")
         data = load_question_answering(config.dataset, config.seed, config.qa.f1_unit)
         splits = data.splits
         log.info("data: " + ", ".join(f"{name} {len(split):,}" for name, split in splits.items()) + " questions"

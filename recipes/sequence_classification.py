@@ -42,6 +42,7 @@ class SequenceClassification(Recipe):
     metric = "accuracy"
     commands = frozenset({"train", "evaluate", "compare", "tune", "predict", "serve", "inspect", "export", "push"})
     usage = 'pipeline predict {run} --text "A true cinematic achievement!"'
+    augments = True
 
     def build(self, config: RunConfig) -> Task:
         data = load_text_classification(config.dataset, config.seed)

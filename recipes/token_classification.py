@@ -40,11 +40,10 @@ class TokenClassification(Recipe):
     metric = "f1"
     commands = frozenset({"train", "evaluate", "compare", "tune", "ner", "inspect", "export", "push"})
     usage = 'pipeline ner {run} --text "Apple Inc. is looking at buying a U.K. startup."'
+    augment_refusal = ("augment works on sentence-level labels; token classification would need every edit to "
+                       "move its tags too")
 
     def build(self, config: RunConfig) -> Task:
-        if config.augment.factor:
-            raise PipelineError("augment works on sentence-level labels; token classification would need every "
-                                "edit to move its tags too. Set augment.factor=0")
         data = load_token_classification(config.dataset, config.seed)
         splits, label_names = data.splits, data.label_names
         log.info(split_summary(splits, label_names, unit="sentences", labels="tags"))

@@ -42,6 +42,8 @@ CASES: dict[str, tuple[Case, str]] = {
     "dropout out of range": (lambda t, r: ["train", "sst2_lora", "training.dropout=1"], "training.dropout"),
     "all-linear among module names": (lambda t, r: ["train", "sst2_lora", "lora.target_modules=[all-linear,query]"],
                                       "write [all-linear] alone"),
+    "augment where the recipe cannot use it": (lambda t, r: ["train", "tiny_shakespeare_mlm", "augment.factor=2",
+                                                            f"output_dir={t}/run"], "masked_lm runs do not use it"),
     "mutually exclusive options": (lambda t, r: ["train", "sst2_lora", "dataset.train_file=a.csv"], "both set"),
     "resume and overwrite": (lambda t, r: ["train", "sst2_lora", "--resume", "--overwrite"], "contradict"),
     "yaml syntax error": (lambda t, r: ["train", text(t / "bad.yaml", "recipe: x\ndataset:\n  name: [sst2\n")],

@@ -134,6 +134,7 @@ def tune(config: RunConfig, recipe: Recipe, trials: int, timeout: float | None =
     space = config.tune.space or default_space(config.method, config.model)
     check_space(data, space)
     check_machine(config)
+    recipe.check(config)
     quiet_unused_accelerators()
     if out_dir.exists():  # replaced only once the search is known to start
         shutil.rmtree(out_dir)

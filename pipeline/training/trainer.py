@@ -337,6 +337,7 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
     """Run ``config`` with ``recipe`` through Trainer end to end and return the run folder; ``resume``
     ("latest" or a checkpoint path) continues an interrupted run from its checkpoint."""
     check_machine(config)
+    recipe.check(config)
     # Before the config is saved or compared with a resumed run's: the run records what it does.
     resolve_lora_targets(config)
     resolve_training(config, recipe)
