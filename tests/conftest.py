@@ -115,10 +115,10 @@ QA_SHORT = ["dataset.max_length=128", "qa.doc_stride=48"]  # windows short enoug
 
 @pytest.fixture(scope="session")
 def qa_run(tmp_path_factory) -> Path:
-    """A LoRA question-answering run: 300 real SQuAD questions (1 epoch, 128-token windows), 100 scored."""
+    """A LoRA question-answering run: 300 real SQuAD questions (2 epochs, 128-token windows), 100 scored."""
     out = tmp_path_factory.mktemp("qa") / "squad_lora"
     assert run_cli("train", "squad_lora", "dataset.max_train_samples=300", "dataset.max_eval_samples=100",
-                   "training.num_train_epochs=1", *QA_SHORT, f"output_dir={out}") == 0
+                   "training.num_train_epochs=2", *QA_SHORT, f"output_dir={out}") == 0
     return out
 
 

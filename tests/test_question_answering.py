@@ -101,9 +101,9 @@ def test_squad_metric_and_japanese_character_f1():
 
 def test_a_short_run_learns_and_answers_with_exact_spans(qa_run, squad, capsys):
     metrics = json.loads((qa_run / "metrics.json").read_text())
-    # Measured: F1 7.3 with the fresh head, 12.25 after 45 steps (one epoch of 300 questions, 713 windows)
-    # on these 100 questions; margin 2 points. Two epochs of 400 reached 29.4, too slow for the suite.
-    assert metrics["validation"]["f1"] >= 10 and metrics["validation"]["f1"] > metrics["before"]["f1"] + 3
+    # Measured: F1 6.9 with the fresh head, 19.0 after 90 steps (two epochs of 300 questions, 713
+    # windows) on these 100 questions; margin 5 points.
+    assert metrics["validation"]["f1"] >= 14 and metrics["validation"]["f1"] > metrics["before"]["f1"] + 3
     answers = [json.loads(line) for line in (qa_run / "qa_predictions.jsonl").read_text().splitlines()]
     assert len(answers) == 100 and all(len(a["n_best"]) <= 20 for a in answers)
     rows = {r["id"]: r for r in squad.splits["validation"]}
@@ -119,6 +119,29 @@ def test_a_short_run_learns_and_answers_with_exact_spans(qa_run, squad, capsys):
     assert model({"question": row["question"], "context": row["context"]})["answer"] == printed["answer"]
     assert run_cli("evaluate", qa_run) == 0
     assert json.loads((qa_run / "metrics.json").read_text())["validation"] == metrics["validation"]
+
+
+def test_the_adapter_loaded_by_peft_scores_spans_as_the_merged_run_does(qa_run, squad):
+    """What the model card tells a peft user to write, on a question-context pair (token types 0
+    and 1), against the merged model that `qa`, `export` and transformers' pipeline run."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForQuestionAnswering
+
+    from pipeline.models.pretrained import resolve_model
+    from pipeline.runs.loading import LoadOptions, load_run_model
+
+    peft_model = PeftModel.from_pretrained(AutoModelForQuestionAnswering.from_pretrained(resolve_model("minilm")),
+                                           qa_run).eval()
+    merged = load_run_model(qa_run, AutoModelForQuestionAnswering,
+                            options=LoadOptions(device="cpu", precision="fp32")).model
+    rows = squad.splits["validation"].select(range(4))
+    batch = load_tokenizer(str(qa_run))(list(rows["question"]), list(rows["context"]), truncation="only_second",
+                                        max_length=128, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        found, expected = peft_model(**batch), merged(**batch)
+    torch.testing.assert_close(found.start_logits, expected.start_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(found.end_logits, expected.end_logits, atol=1e-4, rtol=1e-4)
 
 
 def test_serve_answers_questions_in_batches_with_the_routes_limits(qa_run, squad):

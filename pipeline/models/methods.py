@@ -140,6 +140,12 @@ def _peft_config(model: torch.nn.Module, config: Any, task_type: str | None, fre
                                 f"tuning runs with the causal_lm recipe only; choose prompt or lora here")
         cls = peft.PromptTuningConfig if method == "prompt" else peft.PrefixTuningConfig
         return cls(task_type=task, num_virtual_tokens=config.prompt.num_virtual_tokens)
+    if task_type == "QUESTION_ANS":
+        # peft's question-answering wrapper hands the model neither token_type_ids nor position_ids
+        # outside prompt learning (peft 0.21): a BERT-family span reader would train without its
+        # segment embeddings and answer differently once merged. The generic wrapper passes every
+        # input through; the span head is saved below as any fresh head is.
+        task = None
     extra = head_parameters_to_save(model) if fresh_head else []
     if method == "ia3":
         ours = ia3_targets(model_type_of(model))  # else peft knows the architecture's layers

@@ -15,9 +15,10 @@ class SpanLogits(torch.nn.Module):
         super().__init__()
         self.model = model
         self.config = model.config
-        # DistilBERT takes no token types (a WordPiece tokenizer still gives them)
+        # DistilBERT takes no token types (a WordPiece tokenizer still gives them); a peft wrapper's
+        # forward takes **kwargs, so the model beneath it says what it reads
         self.input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids")
-                            if name in inspect.signature(model.forward).parameters]
+                            if name in inspect.signature(beneath_adapter(model).forward).parameters]
 
     @property
     def device(self) -> torch.device:
@@ -31,8 +32,13 @@ class SpanLogits(torch.nn.Module):
         return TokenClassifierOutput(logits=torch.stack([out.start_logits, out.end_logits], dim=-1))
 
 
+def beneath_adapter(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper, or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def span_logits(model: torch.nn.Module) -> torch.nn.Module:
-    """A QA model wrapped in ``SpanLogits``; any other model as it is."""
-    if "QuestionAnswering" in type(model).__name__ and not isinstance(model, SpanLogits):
+    """A QA model (bare or under an adapter) wrapped in ``SpanLogits``; any other model as it is."""
+    if "QuestionAnswering" in type(beneath_adapter(model)).__name__ and not isinstance(model, SpanLogits):
         return SpanLogits(model)
     return model

@@ -17,10 +17,10 @@ from pipeline.data.catalogue import CATALOGUE
 from pipeline.recipe import Recipe
 from pipeline.models.sentence_classifier import HEAD_FILE, is_setfit_run
 
-# Peft's auto classes, by the transformers auto class they wrap.
+# Peft's auto classes, by the transformers auto class they wrap. Question answering is left out:
+# its adapters are saved under peft's generic wrapper (methods.py says why), which PeftModel loads.
 PEFT_AUTO = {"AutoModelForSequenceClassification": "AutoPeftModelForSequenceClassification",
              "AutoModelForTokenClassification": "AutoPeftModelForTokenClassification",
-             "AutoModelForQuestionAnswering": "AutoPeftModelForQuestionAnswering",
              "AutoModelForCausalLM": "AutoPeftModelForCausalLM"}
 
 
