@@ -41,8 +41,13 @@ def ours(config: str, seed: int) -> dict:
         if main(["train", config, f"seed={seed}", f"output_dir={out}", "--overwrite"]):
             raise SystemExit(f"run {out} failed")
     found = json.loads(metrics.read_text())
+    # Trainer's rate counts the scoring of the 4,961 questions after each epoch; the peer scores none
+    # while training, so the time of those evaluations is taken out of ours.
+    seconds = found["train"]["seconds"]
+    evaluating = sum(json.loads(line).get("eval_runtime", 0) for line in (out / "metrics.jsonl").open())
+    windows = found["train"]["samples_per_second"] * seconds
     return {"exact_match": found["validation"]["exact_match"], "f1": found["validation"]["f1"],
-            "samples_per_second": found["train"]["samples_per_second"]}
+            "samples_per_second": windows / (seconds - evaluating)}
 
 
 def qa_data(seed: int) -> tuple:
@@ -180,7 +185,7 @@ def main_bench() -> None:
     print(machine())
     print(f"\nSQuAD v1.1, MiniLM-L6: 5,609 questions train (dev part 2), 4,961 scored (dev part 1); 2 epochs, "
           f"batch 16; seeds {', '.join(map(str, args.seeds))}\n")
-    print("| run | exact match per seed | F1 per seed | F1 mean | training samples/s (mean) |")
+    print("| run | exact match per seed | F1 per seed | F1 mean | training windows/s, evaluations left out (mean) |")
     print("|---|---|---|---|---|")
     for name, results in rows.items():
         em = ", ".join(f"{r['exact_match']:.2f}" for r in results)
