@@ -68,6 +68,11 @@ def lora_targets(model_type: str, module_names: list[str] | None = None) -> list
                         f"attention projections (`pipeline lora-params --model ... --targets ...` lists its layers)")
 
 
+def beneath_adapter(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper, or ``model`` itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def linear_layers(model: torch.nn.Module) -> dict[str, tuple[int, int]]:
     """Every layer LoRA can adapt, by full name, with its (in, out) features: ``nn.Linear`` and
     GPT-2's ``Conv1D`` (a linear layer whose weight is stored transposed, (in, out))."""

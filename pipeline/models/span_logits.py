@@ -9,6 +9,8 @@ import inspect
 import torch
 from transformers.modeling_outputs import TokenClassifierOutput
 
+from pipeline.models.architectures import beneath_adapter
+
 
 class SpanLogits(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
@@ -30,11 +32,6 @@ class SpanLogits(torch.nn.Module):
             "token_type_ids" in self.input_names else {}
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra)
         return TokenClassifierOutput(logits=torch.stack([out.start_logits, out.end_logits], dim=-1))
-
-
-def beneath_adapter(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under a peft wrapper, or ``model`` itself."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def span_logits(model: torch.nn.Module) -> torch.nn.Module:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.models.architectures import beneath_adapter
 
 
 def fsdp_requested() -> bool:
@@ -154,7 +155,7 @@ def average_gradients_across_processes(params: list[torch.nn.Parameter]) -> None
 
 def shard_units(model: torch.nn.Module) -> list[str]:
     """Class names of the blocks FSDP shards one by one (the transformer layers)."""
-    base = getattr(model, "get_base_model", lambda: model)()  # a peft wrapper has no _no_split_modules
+    base = beneath_adapter(model)  # a peft wrapper has no _no_split_modules
     names = set(getattr(base, "_no_split_modules", None) or [])
     embeddings = base.get_input_embeddings() if hasattr(base, "get_input_embeddings") else None
     holding_embeddings = {type(m).__name__ for m in base.modules()
