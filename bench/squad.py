@@ -44,7 +44,8 @@ def ours(config: str, seed: int) -> dict:
     # Trainer's rate counts the scoring of the 4,961 questions after each epoch; the peer scores none
     # while training, so the time of those evaluations is taken out of ours.
     seconds = found["train"]["seconds"]
-    evaluating = sum(json.loads(line).get("eval_runtime", 0) for line in (out / "metrics.jsonl").open())
+    evaluating = sum(json.loads(line).get("eval_runtime", 0)
+                     for line in (out / "metrics.jsonl").read_text().splitlines())
     windows = found["train"]["samples_per_second"] * seconds
     return {"exact_match": found["validation"]["exact_match"], "f1": found["validation"]["f1"],
             "samples_per_second": windows / (seconds - evaluating)}

@@ -48,9 +48,19 @@ def test_method_trains_saves_reloads_and_predicts(method, tmp_path, monkeypatch)
     np.testing.assert_allclose(reloaded, trained["probabilities"], atol=1e-4)  # the reload is the trained model
 
 
+@pytest.fixture(scope="module")
+def squad_pairs() -> tuple[list[str], list[str]]:
+    """Four real SQuAD questions with their contexts: pairs, so the token types hold 0s and 1s."""
+    from pipeline.config.schema import DatasetConfig
+    from pipeline.data.question_answering import load_question_answering
+
+    rows = load_question_answering(DatasetConfig(name="squad"), seed=1).splits["validation"].select(range(4))
+    return list(rows["question"]), list(rows["context"])
+
+
 @pytest.mark.parametrize("config", ["sst2_lora", "wnut17_lora", "squad_lora"])
 @pytest.mark.parametrize("method", ["lora", "adalora", "ia3"])
-def test_a_fresh_adapter_computes_what_the_base_computes_from_every_input(config, method):
+def test_a_fresh_adapter_computes_what_the_base_computes_from_every_input(config, method, squad_pairs):
     """LoRA's B and AdaLoRA's E start at zero and IA3's scales at one, so before training the wrapped
     model must give the base model's outputs for the same inputs, a question-context pair's
     token_type_ids included: a wrapper that drops an input trains a model that answers differently
@@ -60,7 +70,6 @@ def test_a_fresh_adapter_computes_what_the_base_computes_from_every_input(config
     import torch
 
     from pipeline.config.loader import load_config, resolve_config_path
-    from pipeline.data.question_answering import load_question_answering
     from pipeline.models.methods import apply_method, resolve_lora_targets
     from pipeline.models.pretrained import load_pretrained, load_tokenizer
     from pipeline.registry import get_recipe
@@ -71,9 +80,7 @@ def test_a_fresh_adapter_computes_what_the_base_computes_from_every_input(config
     tokenizer = load_tokenizer(run_config.model)
     extra = {"num_labels": 3} if recipe.fresh_head and run_config.recipe != "question_answering" else {}
     base = load_pretrained(recipe.model_class(run_config), run_config.model, **extra).eval()
-    squad = load_question_answering(load_config(resolve_config_path("squad_lora")).dataset, 1).splits["validation"]
-    batch = tokenizer(squad["question"][:4], squad["context"][:4], truncation="only_second", max_length=128,
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(*squad_pairs, truncation="only_second", max_length=128, padding=True, return_tensors="pt")
     assert batch["token_type_ids"].any()  # the pair's second segment is marked
     wrapped = apply_method(copy.deepcopy(base), run_config, recipe.peft_task_type, recipe.fresh_head).eval()
     with torch.no_grad():
