@@ -6,9 +6,12 @@ scored on its first half (4,961), as the offline catalogue splits it:
   to 384 tokens, no length grouping, the same model, windows, epochs, batch size, learning rate and
   precision as `squad_full`, scored by the same n-best decoding and metric;
 - answering: the 4,961 questions through `pipeline qa --file` (windows batched across questions,
-  sorted by length) against one question at a time with its windows padded to 384 tokens (how
-  transformers' question-answering pipeline ran, which transformers 5 removed), both fp32 on the
-  same weights: questions per second, and the share of identical answers.
+  sorted by length; fp32 on its default backend and on torch, and bf16) against transformers 4's
+  `pipeline("question-answering")` (which transformers 5 removed) on the same weights, one window at a
+  time as it runs by default and in batches of 32: questions per second (ours counted from the
+  command's start, loading included), the forward passes' GFLOP/s against the matmul peak, and the
+  share of answers identical to the pipeline's. The pipeline runs in its own environment under
+  bench/out/transformers4, made on first use (pip).
 
 Prints the tables with the machine line; several hours on 2 CPU cores. Not part of CI. Each run and
 measurement is kept under bench/out/squad, so an interrupted bench goes on where it stopped.
@@ -28,7 +31,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import machine  # noqa: E402
+from bench.machine import gemm_peak, machine  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "squad"
@@ -109,40 +112,83 @@ def measure_peer(seed: int) -> dict:
     from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     from pipeline.data.question_answering import train_windows
-    from pipeline.metrics.squad import squad_metrics
     from pipeline.models.pretrained import load_pretrained, load_tokenizer
     from pipeline.training.trainer import native_bf16
 
     config, splits = qa_data(seed)
+    out = OUT / f"peer_seed{seed}"
     tokenizer = load_tokenizer(config.model)
-    max_length, stride = config.dataset.max_length, config.qa.doc_stride
-    train = splits["train"].map(partial(train_windows, tokenizer=tokenizer, max_length=max_length, doc_stride=stride),
-                                batched=True, remove_columns=splits["train"].column_names).remove_columns(["length"])
-    set_seed(seed)
-    model = load_pretrained(AutoModelForQuestionAnswering, config.model)
-    args = TrainingArguments(output_dir=str(OUT / f"peer_seed{seed}"), per_device_train_batch_size=16,
-                             learning_rate=config.training["learning_rate"],
-                             num_train_epochs=config.training["num_train_epochs"], seed=seed, use_cpu=True,
-                             bf16=native_bf16(), save_strategy="no", report_to="none", disable_tqdm=True,
-                             logging_steps=0.1)
-    collator = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length)
-    result = Trainer(model=model, args=args, train_dataset=train, data_collator=collator).train()
-    model.eval()
-    validation = splits["validation"]
-    logits, example, offsets = padded_logits(model, tokenizer, validation["question"], validation["context"],
-                                             max_length, stride)
-    predictions = answers_from(logits, example, offsets, validation["context"], config)
-    scores = squad_metrics(predictions, [a["text"] for a in validation["answers"]])
-    return {**scores, "samples_per_second": result.metrics["train_samples_per_second"]}
+    trained = out / "train_metrics.json"
+    if not trained.exists():  # the trained model is kept, so a failure while scoring costs no training
+        max_length, stride = config.dataset.max_length, config.qa.doc_stride
+        train = splits["train"].map(partial(train_windows, tokenizer=tokenizer, max_length=max_length,
+                                            doc_stride=stride),
+                                    batched=True, remove_columns=splits["train"].column_names).remove_columns(["length"])
+        set_seed(seed)
+        model = load_pretrained(AutoModelForQuestionAnswering, config.model)
+        args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=16,
+                                 learning_rate=config.training["learning_rate"],
+                                 num_train_epochs=config.training["num_train_epochs"], seed=seed, use_cpu=True,
+                                 bf16=native_bf16(), save_strategy="no", report_to="none", disable_tqdm=True,
+                                 logging_steps=0.1)
+        collator = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length)
+        trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator)
+        result = trainer.train()
+        trainer.save_model(str(out / "model"))
+        trained.write_text(json.dumps(result.metrics))
+    model = AutoModelForQuestionAnswering.from_pretrained(out / "model").eval()
+    return {**padded_scores(model, tokenizer, splits["validation"], config),
+            "samples_per_second": json.loads(trained.read_text())["train_samples_per_second"]}
+
+
+def padded_scores(model, tokenizer, validation, config) -> dict:
+    """Exact match and F1 of ``model`` on ``validation``, every window padded to max_length."""
+    from pipeline.metrics.squad import squad_metrics
+
+    questions, contexts = list(validation["question"]), list(validation["context"])
+    logits, example, offsets = padded_logits(model, tokenizer, questions, contexts, config.dataset.max_length,
+                                             config.qa.doc_stride)
+    predictions = answers_from(logits, example, offsets, contexts, config)
+    return squad_metrics(predictions, [a["text"] for a in validation["answers"]])
+
+
+TRANSFORMERS4 = OUT.parent / "transformers4"  # an environment with transformers 4 and its QA pipeline
+
+
+def transformers4_python() -> Path:
+    """The Python of a separate environment with transformers 4 and this torch, made once."""
+    import subprocess
+
+    import torch
+
+    python = TRANSFORMERS4 / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(TRANSFORMERS4)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}",
+                        "transformers>=4.57,<5"], check=True)
+    return python
+
+
+def forward_gflop(model, lengths: list[int]) -> float:
+    """Forward-pass GFLOP over windows of these token counts: the dense layers' matrix multiplies and
+    attention's two, embeddings left out (a lookup)."""
+    dense = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "embeddings" not in name)
+    c = model.config
+    return sum(2 * n * dense + 4 * n * n * c.hidden_size * c.num_hidden_layers for n in lengths) / 1e9
 
 
 def answering(run: Path, seed: int) -> dict:
-    """``pipeline qa --file`` on the held-out questions against one question at a time, padded."""
+    """``pipeline qa --file`` on the held-out questions (fp32 on its default backend and on torch; bf16)
+    against transformers 4's question-answering pipeline on the same weights, one window at a time as
+    it runs by default and with batches of 32."""
     import contextlib
     import io
+    import subprocess
 
     from transformers import AutoModelForQuestionAnswering
 
+    from pipeline.data.question_answering import windows
+    from pipeline.inference.backends import resolve_backend
     from pipeline.runs.loading import LoadOptions, load_run_model
 
     config, splits = qa_data(seed)
@@ -150,25 +196,48 @@ def answering(run: Path, seed: int) -> dict:
     questions = OUT / "part1_questions.jsonl"
     questions.write_text("".join(json.dumps({"question": q, "context": c}) + "\n"
                                  for q, c in zip(validation["question"], validation["context"])))
-    captured = io.StringIO()
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(captured):
-        if main(["qa", str(run), "--file", str(questions), "--json", "--device", "cpu", "--precision", "fp32"]):
-            raise SystemExit("pipeline qa --file failed")
-    ours_seconds = time.perf_counter() - start
-    served = [json.loads(line)["answer"] for line in captured.getvalue().splitlines() if line.startswith("{")]
-
     loaded = load_run_model(run, AutoModelForQuestionAnswering, options=LoadOptions(device="cpu", precision="fp32"))
-    start = time.perf_counter()
-    one_by_one = []
-    for q, c in zip(validation["question"], validation["context"]):
-        logits, example, offsets = padded_logits(loaded.model, loaded.tokenizer, [q], [c], config.dataset.max_length,
-                                                 config.qa.doc_stride)
-        one_by_one += answers_from(logits, example, offsets, [c], config)
-    peer_seconds = time.perf_counter() - start
-    same = sum(a == b for a, b in zip(served, one_by_one)) / len(one_by_one)
-    return {"questions": len(one_by_one), "ours": len(served) / ours_seconds, "peer": len(one_by_one) / peer_seconds,
-            "identical": same}
+    encoded = windows(loaded.tokenizer, list(validation["question"]), list(validation["context"]),
+                      config.dataset.max_length, config.qa.doc_stride)
+    gflop = forward_gflop(loaded.model, [len(ids) for ids in encoded["input_ids"]])
+
+    def ours_qa(precision: str, backend: str) -> dict:
+        captured = io.StringIO()
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(captured):
+            if main(["qa", str(run), "--file", str(questions), "--json", "--device", "cpu",
+                     "--precision", precision, "--backend", backend]):
+                raise SystemExit("pipeline qa --file failed")
+        seconds = time.perf_counter() - start
+        chosen = resolve_backend(LoadOptions(device="cpu", precision=precision, backend=backend))[0]
+        return {"way": f"`pipeline qa --file`, {precision}, {chosen}" + (" (auto)" if backend == "auto" else ""),
+                "seconds": seconds, "precision": precision,
+                "answers": [json.loads(line)["answer"] for line in captured.getvalue().splitlines()
+                            if line.startswith("{")]}
+
+    merged = OUT / f"{run.name}_transformers"
+    if not (merged / "config.json").exists() and main(["export", str(run), str(merged)]):
+        raise SystemExit(f"export of {run} failed")
+
+    def transformers4(batch_size: int) -> dict:
+        out = subprocess.run([str(transformers4_python()), str(Path(__file__).with_name("transformers4_qa.py")),
+                              str(merged), str(questions), "--max-length", str(config.dataset.max_length),
+                              "--doc-stride", str(config.qa.doc_stride),
+                              "--max-answer-length", str(config.qa.max_answer_length), "--batch-size", str(batch_size)],
+                             check=True, capture_output=True, text=True)
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+        return {"way": f"transformers {found['transformers']} `pipeline(\"question-answering\")`, fp32, "
+                       + ("one window at a time (its default)" if batch_size == 1 else f"batch_size={batch_size}"),
+                "seconds": found["seconds"], "precision": "fp32", "answers": found["answers"]}
+
+    ways = [transformers4(1), transformers4(32), ours_qa("fp32", "auto"), ours_qa("fp32", "torch"),
+            ours_qa("bf16", "auto")]
+    reference = ways[0]["answers"]
+    return {"questions": len(reference), "windows": len(encoded["input_ids"]), "gflop": gflop, "peak": gemm_peak(),
+            "ways": [{"way": w["way"], "precision": w["precision"], "questions_per_second": len(w["answers"]) / w["seconds"],
+                      "seconds": w["seconds"],
+                      "identical": sum(a == b for a, b in zip(w["answers"], reference)) / len(reference)}
+                     for w in ways]}
 
 
 def main_bench() -> None:
@@ -194,12 +263,18 @@ def main_bench() -> None:
         print(f"| {name} | {em} | {f1} | {statistics.mean(r['f1'] for r in results):.2f} | "
               f"{statistics.mean(r['samples_per_second'] for r in results):.1f} |")
     if speed:
-        print(f"\nAnswering the {speed['questions']:,} held-out questions, fp32, `squad_full` seed {args.seeds[0]}\n")
-        print("| way | questions/s | vs one at a time |")
-        print("|---|---|---|")
-        print(f"| `pipeline qa --file` | {speed['ours']:.1f} | {speed['ours'] / speed['peer']:.2f}x |")
-        print(f"| one question at a time, padded to 384 | {speed['peer']:.1f} | 1.00x |")
-        print(f"\nIdentical answers: {100 * speed['identical']:.2f}%")
+        peak, base = speed["peak"], speed["ways"][0]
+        print(f"\nAnswering the {speed['questions']:,} held-out questions ({speed['windows']:,} windows, "
+              f"{speed['gflop']:,.0f} GFLOP of forward passes at their own lengths), `squad_full` seed "
+              f"{args.seeds[0]}; identical: the same answer text as transformers' pipeline one window at a time; matmul "
+              f"peak when measured: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s\n")
+        print("| way | questions/s | vs transformers' pipeline | GFLOP/s | share of the precision's peak | identical |")
+        print("|---|---|---|---|---|---|")
+        for way in speed["ways"]:
+            rate = speed["gflop"] / way["seconds"]
+            print(f"| {way['way']} | {way['questions_per_second']:.1f} | "
+                  f"{way['questions_per_second'] / base['questions_per_second']:.2f}x | {rate:.0f} | "
+                  f"{100 * rate / peak[way['precision']]:.0f}% | {100 * way['identical']:.2f}% |")
 
 
 if __name__ == "__main__":
