@@ -161,11 +161,12 @@ def transformers4_python() -> Path:
 
     import torch
 
-    python = TRANSFORMERS4 / "bin" / "python"
-    if not python.exists():
+    python, installed = TRANSFORMERS4 / "bin" / "python", TRANSFORMERS4 / "installed"
+    if not installed.exists():  # written last, so an install that failed part-way is run again
         subprocess.run([sys.executable, "-m", "venv", str(TRANSFORMERS4)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}",
                         "transformers>=4.57,<5"], check=True)
+        installed.touch()
     return python
 
 
@@ -224,7 +225,9 @@ def answering(run: Path, seed: int) -> dict:
                               str(merged), str(questions), "--max-length", str(config.dataset.max_length),
                               "--doc-stride", str(config.qa.doc_stride),
                               "--max-answer-length", str(config.qa.max_answer_length), "--batch-size", str(batch_size)],
-                             check=True, capture_output=True, text=True)
+                             capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(f"transformers 4's pipeline failed:\n{out.stderr[-2000:]}")
         found = json.loads(out.stdout.strip().splitlines()[-1])
         return {"way": f"transformers {found['transformers']} `pipeline(\"question-answering\")`, fp32, "
                        + ("one window at a time (its default)" if batch_size == 1 else f"batch_size={batch_size}"),
@@ -262,6 +265,14 @@ def main_bench() -> None:
         f1 = ", ".join(f"{r['f1']:.2f}" for r in results)
         print(f"| {name} | {em} | {f1} | {statistics.mean(r['f1'] for r in results):.2f} | "
               f"{statistics.mean(r['samples_per_second'] for r in results):.1f} |")
+    peer_rows = rows.get("run_qa.py style (padded to 384, plain Trainer)")
+    if peer_rows:
+        print()
+        for name in ("squad_full", "squad_lora"):
+            f1 = statistics.mean(r["f1"] for r in rows[name]) - statistics.mean(r["f1"] for r in peer_rows)
+            rate = (statistics.mean(r["samples_per_second"] for r in rows[name])
+                    / statistics.mean(r["samples_per_second"] for r in peer_rows))
+            print(f"{name} against the run_qa.py-style peer: F1 {f1:+.2f} points, {rate:.2f}x its training windows/s")
     if speed:
         peak, base = speed["peak"], speed["ways"][0]
         print(f"\nAnswering the {speed['questions']:,} held-out questions ({speed['windows']:,} windows, "
@@ -275,6 +286,10 @@ def main_bench() -> None:
             print(f"| {way['way']} | {way['questions_per_second']:.1f} | "
                   f"{way['questions_per_second'] / base['questions_per_second']:.2f}x | {rate:.0f} | "
                   f"{100 * rate / peak[way['precision']]:.0f}% | {100 * way['identical']:.2f}% |")
+        base_rate = speed["gflop"] / base["seconds"]
+        print(f"\n3x the pipeline's questions per second in fp32 would compute at "
+              f"{100 * 3 * base_rate / peak['fp32']:.0f}% of the fp32 peak; the bf16 peak is "
+              f"{peak['bf16'] / peak['fp32']:.1f}x the fp32 one")
 
 
 if __name__ == "__main__":
