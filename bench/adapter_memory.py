@@ -56,7 +56,7 @@ def main() -> None:
     from pipeline.config.loader import load_config
     from pipeline.log import use_terminal
     from pipeline.registry import get_recipe
-    from pipeline.training.trainer import train
+    from pipeline.training.loops import train
 
     use_terminal()
     with tempfile.TemporaryDirectory() as tmp:

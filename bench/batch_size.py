@@ -33,7 +33,7 @@ from pipeline.models.pretrained import resolve_model  # noqa: E402
 
 def run(method: str, batch: int, rows: int, seed: int, workdir: Path) -> dict:
     from pipeline.registry import get_recipe
-    from pipeline.training.trainer import train
+    from pipeline.training.loops import train
 
     shipped = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [])
     shipped_batch = shipped.training.get("per_device_train_batch_size", 16)

@@ -35,7 +35,7 @@ SETTINGS = {"checkpoint's dropout": ["training.dropout=0.1", "lora.dropout=0.1"]
 
 def run(name: str, overrides: list[str], rows: int, epochs: float, seed: int, workdir: Path) -> dict:
     from pipeline.registry import get_recipe
-    from pipeline.training.trainer import train
+    from pipeline.training.loops import train
 
     config = load_config(ROOT / f"recipes/configs/{name}.yaml", [
         f"dataset.max_train_samples={rows}", f"training.num_train_epochs={epochs}", f"seed={seed}",

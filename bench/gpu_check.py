@@ -30,7 +30,7 @@ from pipeline.inference.engines import TextClassifier, TokenTagger  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
 from pipeline.registry import get_recipe  # noqa: E402
 from pipeline.runs.loading import LoadOptions  # noqa: E402
-from pipeline.training.trainer import train  # noqa: E402
+from pipeline.training.loops import train  # noqa: E402
 
 
 def train_run(name: str, overrides: list[str]) -> Path:

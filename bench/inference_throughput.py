@@ -294,7 +294,7 @@ def main() -> None:
     import openvino
 
     from pipeline.registry import get_recipe
-    from pipeline.training.trainer import train
+    from pipeline.training.loops import train
 
     peak = gemm_peak()
     print(machine(peak))

@@ -1,5 +1,6 @@
-"""The machine line every benchmark table carries: the CPU model, the threads, and the matrix-multiply
-peak measured now by ../shared/tools/gemm_peak.py (machines change between sessions, so a table is
+"""The machine line every benchmark table carries: the CPU model and its widest matrix instructions
+(machines of one model name differ: an AMD EPYC here has been AVX-512 with bf16 and AVX2 without
+it, which decides whether training runs in bf16), the threads, and the matrix-multiply peak measured now by ../shared/tools/gemm_peak.py (machines change between sessions, so a table is
 read against the peak it ran at).
 
     python bench/machine.py        # prints the line (the shell benchmarks start with it)
@@ -30,10 +31,22 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
+def matrix_instructions() -> str:
+    """The widest matrix instructions the CPU has, as /proc/cpuinfo flags them."""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), [])) if cpuinfo.exists() else set()
+    for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512, no bf16"),
+                       ("avx2", "AVX2, no bf16")):
+        if flag in flags:
+            return name
+    return "no AVX2"
+
+
 def machine(peak: dict[str, float] | None = None) -> str:
     peak = peak or gemm_peak()
     gpu = f"; GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"CPU: {cpu_name()}, {torch.get_num_threads()} threads; matmul peak (gemm_peak.py) fp32 "
+    return (f"CPU: {cpu_name()} ({matrix_instructions()}), {torch.get_num_threads()} threads; matmul peak (gemm_peak.py) fp32 "
             f"{peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s{gpu}")
 
 

@@ -8,6 +8,8 @@ All runs fine-tune MiniLM for one epoch on the same SST-2 training rows (seeded 
   ours-full      the shipped sst2_full (its batch, learning rate and dropout), fp32
   ours-lora      the shipped sst2_lora, fp32
   *-bf16         the same with training.bf16=true (bf16 autocast on the CPU)
+  *-compiled     the same with training.torch_compile=true (Trainer compiles the model with inductor;
+                 the compilation happens in the first steps and counts in the training time)
 
 The plain-Trainer runs take sst2_full's batch size and learning rate, and the checkpoint's dropout.
 
@@ -98,15 +100,15 @@ def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool) -> dict:
     return {"seconds": seconds, "accuracy": accuracy, "method": "full", "bf16": tuned}
 
 
-def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path) -> dict:
+def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path, compiled: bool = False) -> dict:
     from pipeline.registry import get_recipe
-    from pipeline.training.trainer import train
+    from pipeline.training.loops import train
 
-    name = f"{method}{'-bf16' if bf16 else ''}"
+    name = f"{method}{'-bf16' if bf16 else ''}{'-compiled' if compiled else ''}"
     config = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [
         f"dataset.max_train_samples={rows}", "training.num_train_epochs=1", f"seed={seed}", "training.eval_strategy=no",
         "training.save_strategy=no", f"training.bf16={'true' if bf16 else 'false'}",
-        f"output_dir={workdir / name}"])
+        f"training.torch_compile={'true' if compiled else 'false'}", f"output_dir={workdir / name}"])
     run_dir = train(config, get_recipe(config.recipe), overwrite=True)  # the next seed reuses the folder
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"seconds": metrics["train"]["seconds"], "accuracy": metrics["validation"]["accuracy"],
@@ -116,10 +118,9 @@ def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path) -> dict:
 RUNS = {
     "seed-style": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=False),
     "tuned-hf-bf16": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=True),
-    "ours-full": lambda rows, seed, w: ours("full", False, rows, seed, w),
-    "ours-full-bf16": lambda rows, seed, w: ours("full", True, rows, seed, w),
-    "ours-lora": lambda rows, seed, w: ours("lora", False, rows, seed, w),
-    "ours-lora-bf16": lambda rows, seed, w: ours("lora", True, rows, seed, w),
+    **{f"ours-{method}{'-bf16' if bf16 else ''}{'-compiled' if compiled else ''}":
+       (lambda rows, seed, w, method=method, bf16=bf16, compiled=compiled: ours(method, bf16, rows, seed, w, compiled))
+       for method in ("full", "lora") for bf16 in (False, True) for compiled in (False, True)},
 }
 
 
