@@ -8,6 +8,7 @@ read against the peak it ran at).
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import torch
@@ -16,11 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def gemm_peak() -> dict[str, float]:
+    """fp32 and bf16 peaks; bf16 only where the hardware runs it natively (NaN elsewhere: emulated bf16
+    takes minutes to measure and no run uses it there)."""
     path = ROOT.parent / "shared" / "tools" / "gemm_peak.py"
     spec = importlib.util.spec_from_file_location("gemm_peak", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return {"fp32": module.peak(torch.float32), "bf16": module.peak(torch.bfloat16)}
+    native = torch.cuda.is_available() or bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return {"fp32": module.peak(torch.float32), "bf16": module.peak(torch.bfloat16) if native else float("nan")}
+
+
+def cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    return set(next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("flags")), [])) if cpuinfo.exists() else set()
 
 
 def cpu_name() -> str:
@@ -33,9 +43,7 @@ def cpu_name() -> str:
 
 def matrix_instructions() -> str:
     """The widest matrix instructions the CPU has, as /proc/cpuinfo flags them."""
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("flags")), [])) if cpuinfo.exists() else set()
+    flags = cpu_flags()
     for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512, no bf16"),
                        ("avx2", "AVX2, no bf16")):
         if flag in flags:
@@ -47,7 +55,8 @@ def machine(peak: dict[str, float] | None = None) -> str:
     peak = peak or gemm_peak()
     gpu = f"; GPU: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"CPU: {cpu_name()} ({matrix_instructions()}), {torch.get_num_threads()} threads; matmul peak (gemm_peak.py) fp32 "
-            f"{peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s{gpu}")
+            + (f"{peak['fp32']:.0f} GFLOP/s, bf16 not native" if math.isnan(peak["bf16"])
+               else f"{peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s") + gpu)
 
 
 if __name__ == "__main__":
