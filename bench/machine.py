@@ -23,8 +23,9 @@ def gemm_peak() -> dict[str, float]:
     spec = importlib.util.spec_from_file_location("gemm_peak", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    native = torch.cuda.is_available() or bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
-    return {"fp32": module.peak(torch.float32), "bf16": module.peak(torch.bfloat16) if native else float("nan")}
+    from pipeline.training.trainer import native_bf16
+
+    return {"fp32": module.peak(torch.float32), "bf16": module.peak(torch.bfloat16) if native_bf16() else float("nan")}
 
 
 def cpu_flags() -> set[str]:
