@@ -1,6 +1,7 @@
 """The machine line every benchmark table carries: the CPU model and its widest matrix instructions
 (machines of one model name differ: an AMD EPYC here has been AVX-512 with bf16 and AVX2 without
-it, which decides whether training runs in bf16), the threads, and the matrix-multiply peak measured now by ../shared/tools/gemm_peak.py (machines change between sessions, so a table is
+it, which decides whether training runs in bf16), the threads, and the matrix-multiply peak
+measured now by ../shared/tools/gemm_peak.py (machines change between sessions, so a table is
 read against the peak it ran at).
 
     python bench/machine.py        # prints the line (the shell benchmarks start with it)
@@ -28,23 +29,22 @@ def gemm_peak() -> dict[str, float]:
     return {"fp32": module.peak(torch.float32), "bf16": module.peak(torch.bfloat16) if native_bf16() else float("nan")}
 
 
-def cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    return set(next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
-                     if line.startswith("flags")), [])) if cpuinfo.exists() else set()
+def cpuinfo(field: str) -> str | None:
+    """The first value of ``field`` ("model name", "flags") in /proc/cpuinfo; None where there is none."""
+    path = Path("/proc/cpuinfo")
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.split(":", 1)[0].strip() == field:
+            return line.split(":", 1)[1].strip()
+    return None
 
 
 def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+    return cpuinfo("model name") or "unknown CPU"
 
 
 def matrix_instructions() -> str:
     """The widest matrix instructions the CPU has, as /proc/cpuinfo flags them."""
-    flags = cpu_flags()
+    flags = set((cpuinfo("flags") or "").split())
     for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512f", "AVX-512, no bf16"),
                        ("avx2", "AVX2, no bf16")):
         if flag in flags:

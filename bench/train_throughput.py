@@ -100,11 +100,15 @@ def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool) -> dict:
     return {"seconds": seconds, "accuracy": accuracy, "method": "full", "bf16": tuned}
 
 
+def ours_name(method: str, bf16: bool, compiled: bool) -> str:
+    return f"ours-{method}{'-bf16' if bf16 else ''}{'-compiled' if compiled else ''}"
+
+
 def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path, compiled: bool = False) -> dict:
     from pipeline.registry import get_recipe
     from pipeline.training.loops import train
 
-    name = f"{method}{'-bf16' if bf16 else ''}{'-compiled' if compiled else ''}"
+    name = ours_name(method, bf16, compiled)
     config = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [
         f"dataset.max_train_samples={rows}", "training.num_train_epochs=1", f"seed={seed}", "training.eval_strategy=no",
         "training.save_strategy=no", f"training.bf16={'true' if bf16 else 'false'}",
@@ -118,7 +122,7 @@ def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path, compiled:
 RUNS = {
     "seed-style": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=False),
     "tuned-hf-bf16": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=True),
-    **{f"ours-{method}{'-bf16' if bf16 else ''}{'-compiled' if compiled else ''}":
+    **{ours_name(method, bf16, compiled):
        (lambda rows, seed, w, method=method, bf16=bf16, compiled=compiled: ours(method, bf16, rows, seed, w, compiled))
        for method in ("full", "lora") for bf16 in (False, True) for compiled in (False, True)},
 }
