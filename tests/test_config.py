@@ -177,3 +177,16 @@ def test_the_evaluation_batch_fits_the_models_outputs(name, overrides, expected)
     config = load_config(resolve_config_path(name), overrides)
     resolve_training(config, get_recipe(config.recipe))
     assert config.training["per_device_eval_batch_size"] == expected
+
+
+def test_a_launch_in_bf16_runs_bf16_and_says_so_where_the_cpu_emulates_it(monkeypatch, capsys):
+    from pipeline.config.loader import resolve_config_path
+    from pipeline.registry import get_recipe
+    from pipeline.training.trainer import cpu_only, native_bf16, resolve_training
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch` with the FSDP preset sets
+    config = load_config(resolve_config_path("sst2_lora"), [])
+    resolve_training(config, get_recipe(config.recipe))
+    assert config.training["bf16"] is True  # the launcher's choice stands
+    emulated = cpu_only() and not native_bf16()
+    assert ("add --mixed_precision no" in capsys.readouterr().err) == emulated

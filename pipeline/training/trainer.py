@@ -216,6 +216,9 @@ def resolve_training(config: RunConfig, recipe: Recipe) -> None:
         launched = os.environ.get("ACCELERATE_MIXED_PRECISION")  # accelerate launch --mixed_precision
         if launched in ("bf16", "fp16"):
             settings[launched] = True
+            if launched == "bf16" and cpu_only() and not native_bf16():
+                log.warning("training: the launch asks for bf16, which this CPU emulates (no AVX512-BF16 or AMX) "
+                            "at a fraction of fp32's speed; add --mixed_precision no to the accelerate launch line")
         else:  # "no" is also accelerate's unset default, so it does not turn the automatic choice off
             settings["bf16"] = native_bf16()
     config.training = validate_training(settings)
