@@ -96,9 +96,10 @@ def short_prompt_rows() -> list[dict]:
 
 
 def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tmp_path):
-    """24 real pairs, 2 epochs of LoRA DPO. Measured: reward accuracy 1.0 (margin 1.02) on the
-    training pairs and 0.75 on the 12 held-out ones, from 0 (the starting model is its own reference).
-    Thresholds: 0.9 on the training pairs, 0.5 held out (three pairs fewer)."""
+    """16 real pairs, 2 epochs of LoRA DPO (4 steps, no warmup). Measured: reward accuracy 1.0
+    (margin 1.13) on the training pairs and 0.67 (margin 0.03) on the 12 held-out ones, from 0 (the
+    starting model is its own reference). Thresholds: 0.9 on the training pairs (one pair fewer),
+    0.5 held out (two pairs fewer), margins above 0.5 and 0."""
     from transformers import AutoModelForCausalLM
 
     from pipeline.data.conversations import Columns
@@ -109,12 +110,13 @@ def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tm
 
     rows = short_prompt_rows()
     train, held = tmp_path / "train.json", tmp_path / "held.json"
-    train.write_text(json.dumps(rows[:24]))
-    held.write_text(json.dumps(rows[24:36]))
+    train.write_text(json.dumps(rows[:16]))
+    held.write_text(json.dumps(rows[16:28]))
     out = tmp_path / "dpo"
     assert run_cli("train", "dpo_smollm2_lora", "dataset.name=null", f"dataset.train_file={train}",
                    f"dataset.validation_file={held}", "dataset.max_length=160", "chat.generation_samples=0",
-                   "training.learning_rate=5e-4", "training.num_train_epochs=2", "training.per_device_train_batch_size=8",
+                   "training.learning_rate=5e-4", "training.warmup_steps=0", "training.num_train_epochs=2",
+                   "training.per_device_train_batch_size=8",
                    "training.eval_strategy=no", f"output_dir={out}") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     before, after = metrics["before"], metrics["validation"]
@@ -125,7 +127,7 @@ def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tm
     assert after["loss"] < before["loss"]
     # the objective itself: the pairs it trained on, scored against the starting model
     config = run_folder.load_run_config(out)
-    pairs = rows_to_pairs(enumerate(rows[:24], 1), str(train), Columns(), None)
+    pairs = rows_to_pairs(enumerate(rows[:16], 1), str(train), Columns(), None)
     loaded = load_run_model(out, AutoModelForCausalLM, options=LoadOptions(device="cpu"))
     pairs, replies = pair_replies(pairs, loaded.tokenizer, config.dataset.max_length)
     reference = starting_log_probs(config, loaded.tokenizer, replies, LoadOptions(device="cpu"), loaded.model.device, 8)

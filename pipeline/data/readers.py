@@ -99,10 +99,12 @@ def iter_rows(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def rows_to_columns(rows: Iterable[dict]) -> Columns:
+    """Columns of the rows; a key first seen in a later row is None in the rows before it."""
     columns: Columns = {}
     for i, row in enumerate(rows):
         for key in row:
-            columns.setdefault(key, [None] * i)
+            if key not in columns:  # not setdefault: its default list would be built on every row
+                columns[key] = [None] * i
         for key, values in columns.items():
             values.append(row.get(key))
     return columns
