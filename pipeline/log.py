@@ -47,6 +47,9 @@ def use_terminal() -> None:
         log.setLevel(logging.INFO)
         log.propagate = False
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Libraries that draw their own tqdm bars (TRL's reference pass) read this; our own bars pass
+    # `disable` explicitly, which it does not override.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import warnings
 
     import transformers
