@@ -110,7 +110,8 @@ def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tm
 
     rows = short_prompt_rows()
     train, held = tmp_path / "train.json", tmp_path / "held.json"
-    train.write_text(json.dumps(rows[:16]))
+    trained = rows[:16]
+    train.write_text(json.dumps(trained))
     held.write_text(json.dumps(rows[16:28]))
     out = tmp_path / "dpo"
     assert run_cli("train", "dpo_smollm2_lora", "dataset.name=null", f"dataset.train_file={train}",
@@ -128,7 +129,7 @@ def test_a_short_dpo_run_learns_its_pairs_and_raises_held_out_reward_accuracy(tm
     assert after["loss"] < before["loss"]
     # the objective itself: the pairs it trained on, scored against the starting model
     config = run_folder.load_run_config(out)
-    pairs = rows_to_pairs(enumerate(rows[:16], 1), str(train), Columns(), None)
+    pairs = rows_to_pairs(enumerate(trained, 1), str(train), Columns(), None)
     loaded = load_run_model(out, AutoModelForCausalLM, options=LoadOptions(device="cpu"))
     pairs, replies = pair_replies(pairs, loaded.tokenizer, config.dataset.max_length)
     reference = starting_log_probs(config, loaded.tokenizer, replies, LoadOptions(device="cpu"), loaded.model.device, 8)
