@@ -29,7 +29,7 @@ from pipeline.data.chat_scores import (
     preference_scores,
     reply_collator,
     reply_log_probs,
-    reply_scores,
+    reply_token_scores,
 )
 from pipeline.data.conversations import prepare_chat_tokenizer, tokenize_conversations
 from pipeline.data.preference import Pair, as_conversation, load_pairs
@@ -189,7 +189,7 @@ def held_out_scores(model: Any, tokenizer: Any, pairs: list[Pair], replies: Any,
     policy = reply_log_probs(model, replies, collator, batch_size)
     scores = {"pairs": float(len(pairs)),
               **preference_scores(policy, reference if reference is not None else policy, config.preference.beta)}
-    chosen = reply_scores(model, replies.select(range(len(pairs))), collator, batch_size)
+    chosen = reply_token_scores(policy, slice(0, len(pairs)))  # the chosen replies come first
     scores.update({f"chosen_{name}": value for name, value in chosen.items()})
     held_out = [as_conversation(p, "chosen") for p in pairs[:config.chat.generation_samples]]
     scores.update(generation_check(model, tokenizer, held_out, config.chat.max_new_tokens))

@@ -9,7 +9,8 @@
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from transformers import DataCollatorForSeq2Seq
@@ -71,13 +72,21 @@ def rouge_scorer() -> Any:
     return rouge.RougeScorer(["rougeL"], use_stemmer=False)
 
 
-def reply_log_probs(model: Any, dataset: Any, collator: Any, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each labelled conversation of ``dataset`` (the reply tokens labelled), the summed
-    log-probability of its reply and the reply's token count, in the dataset's order."""
+class ReplyLogProbs(NamedTuple):
+    """Per labelled conversation: the reply's summed log-probability, its token count, and how many of
+    its tokens are the model's top guess."""
+    sums: torch.Tensor
+    counts: torch.Tensor
+    correct: torch.Tensor
+
+
+def reply_log_probs(model: Any, dataset: Any, collator: Any, batch_size: int = 8) -> ReplyLogProbs:
+    """For each labelled conversation of ``dataset`` (the reply tokens labelled), in the dataset's
+    order: its reply's summed log-probability, token count and correctly guessed tokens."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    sums, counts = [], []
+    sums, counts, correct = [], [], []
     for start in range(0, len(dataset), batch_size):
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         labels = batch.pop("labels").to(device)
@@ -89,19 +98,28 @@ def reply_log_probs(model: Any, dataset: Any, collator: Any, batch_size: int = 8
         picked = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         sums.append((picked * mask).sum(-1).cpu())
         counts.append(mask.sum(-1).cpu())
+        correct.append(((logits.argmax(-1) == labels) & mask).sum(-1).cpu())
     model.train(was_training)
-    return torch.cat(sums), torch.cat(counts)
+    return ReplyLogProbs(torch.cat(sums), torch.cat(counts), torch.cat(correct))
 
 
-def preference_scores(policy: tuple[torch.Tensor, torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor],
-                      beta: float) -> dict[str, float]:
+def reply_token_scores(log_probs: ReplyLogProbs, rows: slice) -> dict[str, float]:
+    """``reply_scores`` of the conversations at ``rows``, from their ``reply_log_probs``: the same
+    numbers without a second pass over the model."""
+    tokens = max(int(log_probs.counts[rows].sum()), 1)
+    loss = -float(log_probs.sums[rows].sum()) / tokens
+    return {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 6),
+            "accuracy": round(int(log_probs.correct[rows].sum()) / tokens, 6)}
+
+
+def preference_scores(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor], beta: float) -> dict[str, float]:
     """From ``reply_log_probs`` of the chosen replies followed by the rejected ones (``policy`` and
     ``reference`` alike): DPO's implicit reward of a reply, ``beta * (log pi - log pi_ref)``;
     ``reward_accuracy``, the share of pairs whose chosen reply earns the higher reward (a tie, as before
     any training, counts as not higher, TRL's convention); ``reward_margin``, the mean difference; and
     ``chosen_preferred``, the share of pairs whose chosen reply the model alone gives the higher
     log-probability per token (meaningful before training too)."""
-    (logp, count), (ref_logp, _) = policy, reference
+    logp, count, ref_logp = policy[0], policy[1], reference[0]
     half = len(logp) // 2
     rewards = beta * (logp - ref_logp)
     margin = rewards[:half] - rewards[half:]

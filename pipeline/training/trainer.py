@@ -322,12 +322,19 @@ def longest_row(data: Any) -> int | None:
     return int(longest) if longest is not None else None
 
 
+def evaluated(task: Task, args: TrainingArguments) -> Any:
+    """The held-out set the trainer evaluates during training; none without evaluation, so that no
+    trainer prepares one for nothing (TRL's DPO computes the reference's log-probabilities of every
+    held-out pair when it is given them)."""
+    return None if args.eval_strategy == "no" else task.eval_dataset
+
+
 def task_trainer(config: RunConfig, recipe: Recipe, task: Task, args: TrainingArguments, callbacks: list[Any],
                  **model: Any) -> PipelineTrainer:
     """A PipelineTrainer over a recipe's task (its data, collator and metrics) for ``model=`` a model,
     or ``model_init=`` a function that builds one per hyperparameter-search trial."""
     trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=recipe.causal,
-                              args=args, train_dataset=task.train_dataset, eval_dataset=task.eval_dataset,
+                              args=args, train_dataset=task.train_dataset, eval_dataset=evaluated(task, args),
                               data_collator=task.collator, processing_class=task.tokenizer,
                               compute_metrics=task.compute_metrics, preprocess_logits_for_metrics=task.preprocess_logits,
                               callbacks=callbacks, **model)
@@ -377,7 +384,8 @@ def train(config: RunConfig, recipe: Recipe, overwrite: bool = False, resume: st
         callbacks.append(AdaLoraSchedule())
     if task.trainer_class:
         trainer = task.trainer_class(model=model, args=args, train_dataset=task.train_dataset,
-                                     eval_dataset=task.eval_dataset, processing_class=task.tokenizer, callbacks=callbacks)
+                                     eval_dataset=evaluated(task, args), processing_class=task.tokenizer,
+                                     callbacks=callbacks)
         trainer.remove_callback(PrinterCallback)
     else:
         trainer = task_trainer(config, recipe, task, args, callbacks, model=model)
