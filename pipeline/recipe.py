@@ -63,6 +63,9 @@ class Recipe:
     # whether the task model puts a fresh head on the base (classifiers), which then trains in full
     # under every method; a language model's head is pretrained (and often tied to the embeddings)
     fresh_head: ClassVar[bool] = False
+    # whether training computes the head on the labelled tokens alone (masked LM: the masked 15%),
+    # which a per-token head over a large vocabulary makes far cheaper than every position
+    head_on_labelled_tokens: ClassVar[bool] = False
     # whether augment (EDA word edits of training texts) applies to this recipe's data, and if not,
     # why in its own terms; checked before anything loads so that augment.factor is never ignored
     augments: ClassVar[bool] = False

@@ -45,6 +45,7 @@ class MaskedLM(Recipe):
     peft_task_type = None  # peft has no masked-LM task type; the generic wrapper fits
     metric = "loss"
     greater_is_better = False
+    head_on_labelled_tokens = True
     commands = frozenset({"train", "evaluate", "compare", "fill-mask", "inspect", "export", "push"})
     usage = 'pipeline fill-mask {run} "The movie was [MASK]." --top-k 5'
 

@@ -326,3 +326,38 @@ def test_all_linear_names_each_architectures_block_layers(model_type, expected, 
     config = load_config(config_dir() / "sst2_lora.yaml", [f"model={zoo(model_type)}"])
     resolve_lora_targets(config)
     assert config.lora.target_modules == expected
+
+
+@pytest.mark.parametrize("model_type", ["packaged", *(m for m in ZOO if m != "llama")])
+def test_masked_lm_training_scores_the_masked_tokens_alone_as_the_full_head_does(model_type, zoo, sst2_rows):
+    """Masked-LM training runs its head on the masked tokens only; on real masked sentences its logits
+    there, and so the loss, equal the full head's, for the packaged BERT (also under LoRA) and each
+    encoder architecture."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForMaskedLM
+
+    from pipeline.data.language_modeling import MaskingCollator
+    from pipeline.models.pretrained import load_tokenizer, resolve_model
+    from pipeline.models.training_setup import head_on_positions
+
+    folder = resolve_model("bert-tiny-mlm") if model_type == "packaged" else zoo(model_type)
+    tokenizer = load_tokenizer(str(folder))
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    models = [model]
+    if model_type == "packaged":
+        models.append(get_peft_model(AutoModelForMaskedLM.from_pretrained(folder),
+                                     LoraConfig(r=4, target_modules=["query", "value"], init_lora_weights=False)).eval())
+    encoded = [tokenizer(text, return_special_tokens_mask=True) for text, _ in sst2_rows[:24]]
+    batch = MaskingCollator(tokenizer, mlm_probability=0.15, seed=0)(encoded)
+    labels = batch.pop("labels")
+    keep = labels != -100
+    for each in models:
+        with torch.no_grad():
+            full = each(**batch).logits[keep]
+            with head_on_positions(each, keep) as gathered:
+                masked_only = each(**batch).logits
+        assert gathered and masked_only.shape == (1, int(keep.sum()), full.shape[-1])
+        assert torch.allclose(masked_only[0], full, atol=1e-5)
+        assert torch.nn.functional.cross_entropy(masked_only[0], labels[keep]).item() == pytest.approx(
+            torch.nn.functional.cross_entropy(full, labels[keep]).item(), abs=1e-5)

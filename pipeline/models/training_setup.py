@@ -1,12 +1,13 @@
-"""How a loaded model trains: its own dropout (``training.dropout``) and the attention kernel its
-training steps use on a CPU.
+"""How a loaded model trains: its own dropout (``training.dropout``), the attention kernel its
+training steps use on a CPU, and a masked-LM head that scores the masked tokens alone.
 
 Both are set on the modules of the loaded model, not in its config, so the saved run keeps the
 checkpoint's values: a model fine-tuned from the run starts from what the checkpoint shipped with.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 
@@ -60,3 +61,31 @@ def choose_training_attention(model: Any, longest_row: int | None, on_cpu: bool)
             return current
         return "eager"
     return current or "eager"
+
+
+@contextlib.contextmanager
+def head_on_positions(model: torch.nn.Module, positions: torch.Tensor) -> Iterator[bool]:
+    """Within the block, ``model``'s encoder hands its head the hidden states at ``positions`` alone
+    (a boolean batch x sequence mask), as one row: the head's outputs are then (1, positions, ...).
+    A masked-LM head is per-token, so it computes its vocabulary-wide logits for the masked tokens
+    only (15% of them) instead of for every position, which on a small encoder is most of a training
+    step. Yields whether it applies: False, changing nothing, where the encoder (transformers'
+    ``base_model``) is not a module of its own."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
+    encoder = getattr(inner, "base_model", inner)
+    if encoder is inner:
+        yield False
+        return
+
+    def gather(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0][positions].unsqueeze(0)
+        if isinstance(output, tuple):
+            return (hidden, *output[1:])
+        output[next(iter(output.keys()))] = hidden  # a ModelOutput: its first field is the sequence output
+        return output
+
+    handle = encoder.register_forward_hook(gather)
+    try:
+        yield True
+    finally:
+        handle.remove()

@@ -31,7 +31,7 @@ from pipeline.models.methods import (
     parameter_report,
     resolve_lora_targets,
 )
-from pipeline.models.training_setup import choose_training_attention, set_dropout
+from pipeline.models.training_setup import choose_training_attention, head_on_positions, set_dropout
 from pipeline.recipe import Recipe, Task
 from pipeline.runs import run_folder
 from pipeline.runs.hub import push
@@ -58,9 +58,11 @@ class PipelineTrainer(Trainer):
     against the labels, ignoring -100), at no extra forward pass, and can give each layer its own
     learning rate (``layerwise_lr_decay``)."""
 
-    def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, causal: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, causal: bool = False,
+                 head_on_labelled_tokens: bool = False, **kwargs: Any):
         self.layerwise_lr_decay = layerwise_lr_decay
         self.causal = causal
+        self.head_on_labelled_tokens = head_on_labelled_tokens
         super().__init__(*args, **kwargs)
         if not causal:
             # Classification and masked-LM heads average their loss over the batch themselves; Trainer
@@ -108,6 +110,9 @@ class PipelineTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.get("labels")
+        # (a next-sentence head reads the pooled output beside the tokens: that model keeps its own loss)
+        if self.head_on_labelled_tokens and model.training and labels is not None and "next_sentence_label" not in inputs:
+            return self.labelled_token_loss(model, inputs, return_outputs)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         logits = outputs.get("logits") if isinstance(outputs, dict) else None
         if model.training and labels is not None and logits is not None and logits.shape[:-1] == labels.shape:
@@ -115,12 +120,29 @@ class PipelineTrainer(Trainer):
                 logits, labels = logits[:, :-1], labels[:, 1:]
             with torch.no_grad():
                 mask = labels != -100
-                correct, seen = ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
-                if self._correct is None:
-                    self._correct, self._seen = correct, seen
-                else:
-                    self._correct, self._seen = self._correct + correct, self._seen + seen
+                self.count_correct(((logits.argmax(-1) == labels) & mask).sum(), mask.sum())
         return (loss, outputs) if return_outputs else loss
+
+    def labelled_token_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool) -> Any:
+        """The masked-LM loss with the head run on the labelled (masked) tokens alone: the mean
+        cross-entropy over them, as the model's own loss takes it over its full logits."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        keep = labels != -100
+        with head_on_positions(self.accelerator.unwrap_model(model), keep) as gathered:
+            outputs = model(**inputs)
+        logits = outputs.logits[0] if gathered else outputs.logits[keep]
+        targets = labels[keep]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+        with torch.no_grad():
+            self.count_correct((logits.argmax(-1) == targets).sum(), keep.sum())
+        return (loss, outputs) if return_outputs else loss
+
+    def count_correct(self, correct: torch.Tensor, seen: torch.Tensor) -> None:
+        if self._correct is None:
+            self._correct, self._seen = correct, seen
+        else:
+            self._correct, self._seen = self._correct + correct, self._seen + seen
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.optimizer is not None:
@@ -334,6 +356,7 @@ def task_trainer(config: RunConfig, recipe: Recipe, task: Task, args: TrainingAr
     """A PipelineTrainer over a recipe's task (its data, collator and metrics) for ``model=`` a model,
     or ``model_init=`` a function that builds one per hyperparameter-search trial."""
     trainer = PipelineTrainer(layerwise_lr_decay=config.training.get("layerwise_lr_decay"), causal=recipe.causal,
+                              head_on_labelled_tokens=recipe.head_on_labelled_tokens,
                               args=args, train_dataset=task.train_dataset, eval_dataset=evaluated(task, args),
                               data_collator=task.collator, processing_class=task.tokenizer,
                               compute_metrics=task.compute_metrics, preprocess_logits_for_metrics=task.preprocess_logits,
