@@ -10,6 +10,7 @@ bench/ner.sh > bench/out/ner.txt 2>&1
 bench/method_comparison.sh > bench/out/method_comparison.txt 2>&1
 .venv/bin/python bench/augmentation.py > bench/out/augmentation.txt 2>&1
 bench/pretraining.sh > bench/out/pretraining.txt 2>&1
+.venv/bin/python bench/mlm_head.py > bench/out/mlm_head.txt 2>&1
 .venv/bin/python bench/adapter_memory.py > bench/out/adapter_memory.txt 2>&1
 .venv/bin/python bench/inference_throughput.py --imdb 1000 --json bench/out/inference.json \
   > bench/out/inference.txt 2>&1
