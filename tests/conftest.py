@@ -85,10 +85,14 @@ def http(url: str, path: str, body: bytes | None = None, headers: dict[str, str]
 
 @pytest.fixture(scope="session")
 def lora_run(tmp_path_factory) -> Path:
-    """A LoRA run on 2,000 real SST-2 rows (2 epochs), evaluated on the 872-row dev set."""
+    """A LoRA run on 2,000 real SST-2 rows (2 epochs), evaluated on the 872-row dev set; trained through
+    the Python API (`pipeline train` calls the same function)."""
+    import pipeline
+
     out = tmp_path_factory.mktemp("runs") / "sst2_lora"
-    assert run_cli("train", "sst2_lora", "dataset.max_train_samples=2000", "training.num_train_epochs=2",
-                   "training.learning_rate=1e-3", f"output_dir={out}") == 0
+    run = pipeline.train("sst2_lora", {"dataset.max_train_samples": 2000, "training.num_train_epochs": 2,
+                                       "training.learning_rate": 1e-3, "output_dir": str(out)})
+    assert run.path == out
     return out
 
 
@@ -115,10 +119,12 @@ QA_SHORT = ["dataset.max_length=128", "qa.doc_stride=48"]  # windows short enoug
 
 @pytest.fixture(scope="session")
 def qa_run(tmp_path_factory) -> Path:
-    """A LoRA question-answering run: 300 real SQuAD questions (2 epochs, 128-token windows), 100 scored."""
+    """A LoRA question-answering run: 300 real SQuAD questions (2 epochs, 128-token windows), 100 scored.
+    Dropout off (the model's and LoRA's): on a CPU its steps run 1.6x faster, and it learns more."""
     out = tmp_path_factory.mktemp("qa") / "squad_lora"
     assert run_cli("train", "squad_lora", "dataset.max_train_samples=300", "dataset.max_eval_samples=100",
-                   "training.num_train_epochs=2", *QA_SHORT, f"output_dir={out}") == 0
+                   "training.num_train_epochs=2", "training.dropout=0", "lora.dropout=0", *QA_SHORT,
+                   f"output_dir={out}") == 0
     return out
 
 

@@ -101,9 +101,9 @@ def test_squad_metric_and_japanese_character_f1():
 
 def test_a_short_run_learns_and_answers_with_exact_spans(qa_run, squad, capsys):
     metrics = json.loads((qa_run / "metrics.json").read_text())
-    # Measured: F1 6.9 with the fresh head, 19.0 after 90 steps (two epochs of 300 questions, 713
-    # windows) on these 100 questions; margin 5 points.
-    assert metrics["validation"]["f1"] >= 14 and metrics["validation"]["f1"] > metrics["before"]["f1"] + 3
+    # Measured: F1 6.9 with the fresh head, 27.0 after 90 steps (two epochs of 300 questions, 713
+    # windows, dropout off) on these 100 questions; margin 5 points.
+    assert metrics["validation"]["f1"] >= 22 and metrics["validation"]["f1"] > metrics["before"]["f1"] + 10
     answers = [json.loads(line) for line in (qa_run / "qa_predictions.jsonl").read_text().splitlines()]
     assert len(answers) == 100 and all(len(a["n_best"]) <= 20 for a in answers)
     rows = {r["id"]: r for r in squad.splits["validation"]}
