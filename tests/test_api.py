@@ -14,18 +14,9 @@ import pipeline
 REVIEWS = ["A true cinematic achievement, moving and beautifully acted.", "Boring, predictable and far too long."]
 
 
-@pytest.fixture(scope="module")
-def classification_run(tmp_path_factory) -> pipeline.Run:
-    out = tmp_path_factory.mktemp("api") / "sst2"
-    return pipeline.train("sst2_lora", {"dataset.max_train_samples": 1000, "dataset.max_eval_samples": 300,
-                                        "training.num_train_epochs": 2, "training.learning_rate": 1e-3,
-                                        "output_dir": str(out)})
-
-
-def test_train_load_call_evaluate_on_a_classification_run(classification_run, capsys):
-    run = classification_run
-    # Measured: 0.76 dev accuracy on these 300 sentences after two epochs on 1,000 (seed 42); margin 0.08.
-    assert run.metrics["validation"]["accuracy"] >= 0.68
+def test_train_load_call_evaluate_on_a_classification_run(lora_run, capsys):
+    run = pipeline.Run(lora_run)  # what pipeline.train returned for the shared SST-2 LoRA run
+    assert run.metrics["validation"]["accuracy"] > 0.75  # its measured accuracy, less 3 points
     model = pipeline.load(run.path, device="cpu")
     assert model.recipe == "sequence_classification" and model.device == "cpu"
     assert model.backend in ("openvino", "onnxruntime", "torch") and model.precision == "fp32"
@@ -93,15 +84,15 @@ def test_a_misspelt_key_raises_the_message_the_cli_prints(capsys):
                         "trainig": {"learning_rate": 1}})
 
 
-def test_bad_calls_raise_the_projects_error(tmp_path, classification_run):
+def test_bad_calls_raise_the_projects_error(tmp_path, lora_run):
     with pytest.raises(pipeline.PipelineError, match="does not exist"):
         pipeline.load(tmp_path / "no_run")
     with pytest.raises(pipeline.PipelineError, match="batch-size must be positive"):
-        pipeline.load(classification_run.path, batch_size=0)
+        pipeline.load(lora_run, batch_size=0)
     with pytest.raises(pipeline.PipelineError, match="not the string"):
         pipeline.load_config("sst2_lora", "training.learning_rate=1e-3")
     with pytest.raises(pipeline.PipelineError, match="text 2 is empty"):
-        pipeline.load(classification_run.path, device="cpu")(["fine", " "])
+        pipeline.load(lora_run, device="cpu")(["fine", " "])
 
 
 def test_import_pipeline_does_not_import_torch():
