@@ -24,9 +24,11 @@ def wnut():
 
 @pytest.fixture(scope="module")
 def ner_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "wnut17_full"
-    assert run_cli("train", "wnut17_full", "dataset.max_train_samples=1500", "dataset.max_eval_samples=300",
-                   "training.num_train_epochs=2", "training.learning_rate=1e-4", f"output_dir={out}") == 0
+    """The shipped LoRA tagger (dropout off) on 1,500 WNUT-17 sentences for 2 epochs; full fine-tuning
+    of a tagger is the Python API test's CoNLL-2003 run."""
+    out = tmp_path_factory.mktemp("runs") / "wnut17_lora"
+    assert run_cli("train", "wnut17_lora", "dataset.max_train_samples=1500", "dataset.max_eval_samples=300",
+                   "training.num_train_epochs=2", f"output_dir={out}") == 0
     return out
 
 
@@ -78,8 +80,9 @@ def test_conll2003_iob1_becomes_iob2():
 
 def test_short_wnut17_run_beats_the_all_o_baseline(ner_run):
     metrics = json.loads((ner_run / "metrics.json").read_text())
-    # Tagging everything O finds no entity: entity F1 0. A trained tagger must find real ones.
-    assert metrics["validation"]["f1"] > 0.15 and metrics["test"]["f1"] > 0.15
+    # Tagging everything O finds no entity: entity F1 0. Measured: 0.33 on the 300 validation and 0.25 on
+    # the 300 test sentences (seed 42, fp32); margins 0.13 and 0.1.
+    assert metrics["validation"]["f1"] > 0.2 and metrics["test"]["f1"] > 0.15
     assert metrics["test"]["sentences"] == 300
     assert "person" in metrics["test"]["per_type"]
     assert (ner_run / "entity_confusion_test.txt").read_text().startswith("gold \\ predicted")
