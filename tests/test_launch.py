@@ -54,8 +54,8 @@ def test_gradient_accumulation_averages_the_classification_loss(tmp_path):
 
 
 def resumable(method: str, out: Path) -> list[str]:
-    return ["train", f"sst2_{method}", "dataset.max_train_samples=320", "dataset.max_eval_samples=200",
-            "training.max_steps=30", "training.eval_strategy=steps", "training.eval_steps=10",
+    return ["train", f"sst2_{method}", "dataset.max_train_samples=320", "dataset.max_eval_samples=120",
+            "training.max_steps=20", "training.eval_strategy=steps", "training.eval_steps=10",
             "training.save_strategy=steps", "training.save_steps=10", "training.save_total_limit=5",
             "training.learning_rate=5e-4" if method == "lora" else "training.learning_rate=5e-5",
             f"output_dir={out}"]
@@ -81,7 +81,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_to_the_same_metrics(tmp_path, m
     killed_metrics = json.loads((killed / "metrics.json").read_text())
     assert killed_metrics["validation"]["accuracy"] == whole_metrics["validation"]["accuracy"]
     assert killed_metrics["validation"]["confusion_matrix"] == whole_metrics["validation"]["confusion_matrix"]
-    assert killed_metrics["train"]["steps"] == whole_metrics["train"]["steps"] == 30
+    assert killed_metrics["train"]["steps"] == whole_metrics["train"]["steps"] == 20
 
 
 def test_resume_without_a_run_says_so(tmp_path, capsys):
@@ -111,4 +111,4 @@ def test_ctrl_c_stops_cleanly_and_the_run_stays_resumable(tmp_path):
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert run_cli(*resumable("lora", out), "--resume") == 0
-    assert json.loads((out / "metrics.json").read_text())["train"]["steps"] == 30
+    assert json.loads((out / "metrics.json").read_text())["train"]["steps"] == 20
