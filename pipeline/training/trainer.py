@@ -55,8 +55,9 @@ from pipeline.training.distributed import (
 
 class PipelineTrainer(Trainer):
     """Trainer that also reports running training accuracy in its logs (the argmax of the logits
-    against the labels, ignoring -100), at no extra forward pass, and can give each layer its own
-    learning rate (``layerwise_lr_decay``)."""
+    against the labels, ignoring -100), at no extra forward pass, can give each layer its own
+    learning rate (``layerwise_lr_decay``), and can run a per-token head on the labelled tokens alone
+    (``head_on_labelled_tokens``: the masked-LM head on the masked 15%)."""
 
     def __init__(self, *args: Any, layerwise_lr_decay: float | None = None, causal: bool = False,
                  head_on_labelled_tokens: bool = False, **kwargs: Any):
