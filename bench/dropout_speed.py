@@ -14,10 +14,8 @@ About 10 minutes on 2 CPU cores with the defaults; needs the machine to itself. 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,24 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
-from pipeline.config.loader import load_config  # noqa: E402
+from bench.settings_sweep import speed_up, sweep, train_shipped  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
 
 # MiniLM's and the MLM BERT's checkpoints both set 0.1 (hidden states and attention)
 SETTINGS = {"checkpoint's dropout": ["training.dropout=0.1", "lora.dropout=0.1"],
             "dropout off": ["training.dropout=0", "lora.dropout=0"]}
+BASELINE = "checkpoint's dropout"
 
 
-def run(name: str, overrides: list[str], rows: int, epochs: float, seed: int, workdir: Path) -> dict:
-    from pipeline.registry import get_recipe
-    from pipeline.training.loops import train
-
-    config = load_config(ROOT / f"recipes/configs/{name}.yaml", [
-        f"dataset.max_train_samples={rows}", f"training.num_train_epochs={epochs}", f"seed={seed}",
-        "training.eval_strategy=no", "training.save_strategy=no", f"output_dir={workdir / name}", *overrides])
-    recipe = get_recipe(config.recipe)
-    run_dir = train(config, recipe, overwrite=True)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def run(name: str, setting: list[str], overrides: list[str]) -> dict:
+    recipe, metrics = train_shipped(name, [*overrides, *setting])
     return {"samples_per_second": metrics["train"]["samples_per_second"], "attention": metrics["train"]["attention"],
             "metric": recipe.metric, "value": metrics["validation"][recipe.metric]}
 
@@ -56,23 +47,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1)
     args = parser.parse_args()
     use_terminal()
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs:
-            for seed in args.seeds:
-                for setting, overrides in SETTINGS.items():
-                    result = run(name, overrides, args.rows, args.epochs, seed, Path(tmp))
-                    results.append({"config": name, "seed": seed, "setting": setting, **result})
-                    print(results[-1], flush=True)
+    results = sweep(args.configs, args.seeds, SETTINGS, args.rows, args.epochs, run)
     print(f"\n{machine()}\n{args.rows:,} training rows, {args.epochs:g} epoch(s), bf16 autocast where native; "
           f"validation metric of each recipe\n")
     print("| config | seed | setting | attention | samples/s | speed-up | validation metric |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        base = next(b for b in results if b["config"] == r["config"] and b["seed"] == r["seed"]
-                    and b["setting"] == "checkpoint's dropout")
         print(f"| {r['config']} | {r['seed']} | {r['setting']} | {r['attention']} | {r['samples_per_second']:.1f} | "
-              f"{r['samples_per_second'] / base['samples_per_second']:.2f}x | {r['metric']} {r['value']:.4f} |")
+              f"{speed_up(results, r, BASELINE):.2f}x | {r['metric']} {r['value']:.4f} |")
 
 
 if __name__ == "__main__":

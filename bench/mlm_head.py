@@ -13,10 +13,8 @@ About 5 minutes on 2 CPU cores with the defaults; needs the machine to itself. N
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,23 +22,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
-from pipeline.config.loader import load_config  # noqa: E402
+from bench.settings_sweep import speed_up, sweep, train_shipped  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
 
 SETTINGS = {"every position": False, "masked tokens only": True}
 
 
-def run(name: str, masked_only: bool, rows: int, epochs: float, seed: int, workdir: Path) -> dict:
-    from pipeline.registry import get_recipe
-    from pipeline.training.loops import train
-
-    config = load_config(ROOT / f"recipes/configs/{name}.yaml", [
-        f"dataset.max_train_samples={rows}", f"training.num_train_epochs={epochs}", f"seed={seed}",
-        "training.eval_strategy=no", "training.save_strategy=no", f"output_dir={workdir / name}"])
-    recipe = get_recipe(config.recipe)
-    recipe.head_on_labelled_tokens = masked_only  # the baseline: the head over every position, as before
-    run_dir = train(config, recipe, overwrite=True)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def run(name: str, masked_only: bool, overrides: list[str]) -> dict:
+    # the baseline sets the recipe's switch off: the head over every position, as before
+    _, metrics = train_shipped(name, overrides, head_on_labelled_tokens=masked_only)
     return {"samples_per_second": metrics["train"]["samples_per_second"], "train_loss": metrics["train"]["loss"],
             "loss": metrics["validation"]["loss"], "accuracy": metrics["validation"]["accuracy"]}
 
@@ -53,22 +43,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1)
     args = parser.parse_args()
     use_terminal()
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.configs:
-            for seed in args.seeds:
-                for setting, masked_only in SETTINGS.items():
-                    result = run(name, masked_only, args.rows, args.epochs, seed, Path(tmp))
-                    results.append({"config": name, "seed": seed, "setting": setting, **result})
-                    print(results[-1], flush=True)
+    results = sweep(args.configs, args.seeds, SETTINGS, args.rows, args.epochs, run)
     print(f"\n{machine()}\n{args.rows:,} lines of text, {args.epochs:g} epoch(s), the config's precision by hardware\n")
     print("| config | seed | MLM head on | samples/s | speed-up | training loss | held-out loss | held-out accuracy |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        base = next(b for b in results if b["config"] == r["config"] and b["seed"] == r["seed"]
-                    and b["setting"] == "every position")
         print(f"| {r['config']} | {r['seed']} | {r['setting']} | {r['samples_per_second']:.1f} | "
-              f"{r['samples_per_second'] / base['samples_per_second']:.2f}x | {r['train_loss']:.4f} | "
+              f"{speed_up(results, r, 'every position'):.2f}x | {r['train_loss']:.4f} | "
               f"{r['loss']:.4f} | {r['accuracy']:.4f} |")
 
 
