@@ -9,14 +9,13 @@
 """
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Sequence
 
 import torch
 from transformers import DataCollatorForSeq2Seq
 
 from pipeline.data.conversations import end_of_turn_ids
-from pipeline.data.language_modeling import lm_scores
+from pipeline.data.language_modeling import lm_scores, token_scores
 from pipeline.log import log
 
 
@@ -27,8 +26,12 @@ def reply_collator(tokenizer: Any) -> Any:
 
 def reply_scores(model: Any, dataset: Any, collator: Any, batch_size: int = 8) -> dict[str, float]:
     """Held-out loss and perplexity on the reply tokens (the labelled ones), and next-token accuracy there."""
-    scores = lm_scores(model, dataset, collator, causal=True, batch_size=batch_size)
-    return {"loss": scores["loss"], "perplexity": scores["perplexity"], "accuracy": scores["accuracy"]}
+    return reply_view(lm_scores(model, dataset, collator, causal=True, batch_size=batch_size))
+
+
+def reply_view(scores: dict[str, float]) -> dict[str, float]:
+    """Loss, perplexity and accuracy of replies, in the order runs record them."""
+    return {name: scores[name] for name in ("loss", "perplexity", "accuracy")}
 
 
 def generation_check(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
@@ -106,10 +109,8 @@ def reply_log_probs(model: Any, dataset: Any, collator: Any, batch_size: int = 8
 def reply_token_scores(log_probs: ReplyLogProbs, rows: slice) -> dict[str, float]:
     """``reply_scores`` of the conversations at ``rows``, from their ``reply_log_probs``: the same
     numbers without a second pass over the model."""
-    tokens = max(int(log_probs.counts[rows].sum()), 1)
-    loss = -float(log_probs.sums[rows].sum()) / tokens
-    return {"loss": round(loss, 6), "perplexity": round(math.exp(min(loss, 50.0)), 6),
-            "accuracy": round(int(log_probs.correct[rows].sum()) / tokens, 6)}
+    return reply_view(token_scores(-float(log_probs.sums[rows].sum()), int(log_probs.correct[rows].sum()),
+                                   int(log_probs.counts[rows].sum())))
 
 
 def preference_scores(policy: Sequence[torch.Tensor], reference: Sequence[torch.Tensor], beta: float) -> dict[str, float]:

@@ -140,6 +140,14 @@ def lm_metrics(eval_pred: Any, causal: bool) -> dict[str, float]:
     return metrics
 
 
+def token_scores(nll: float, correct: int, scored: int) -> dict[str, float]:
+    """From the summed negative log-likelihood of the scored tokens, how many of them were the top
+    guess, and their count: ``loss`` (the mean), ``accuracy`` and ``perplexity`` (exp of the loss)."""
+    loss = nll / max(scored, 1)
+    return {"loss": round(loss, 6), "accuracy": round(correct / max(scored, 1), 6),
+            "perplexity": round(math.exp(min(loss, 50.0)), 6)}
+
+
 def lm_scores(model: Any, dataset: Any, collator: Any, causal: bool, batch_size: int = 32) -> dict[str, float]:
     """Validation scores of a language model, batch by batch in fp32 on the model's device: ``loss``
     (mean negative log-likelihood of the scored tokens), ``accuracy`` and ``perplexity`` (exp of the
@@ -166,9 +174,7 @@ def lm_scores(model: Any, dataset: Any, collator: Any, causal: bool, batch_size:
                 nsp_right += int((nsp.argmax(-1).cpu() == nsp_labels).sum())
                 nsp_total += len(nsp_labels)
     model.train(was_training)
-    loss = nll / max(scored, 1)
-    scores = {"loss": round(loss, 6), "accuracy": round(correct / max(scored, 1), 6),
-              "perplexity": round(math.exp(min(loss, 50.0)), 6)}
+    scores = token_scores(nll, correct, scored)
     if nsp_total:
         scores["nsp_accuracy"] = round(nsp_right / nsp_total, 6)
     return scores

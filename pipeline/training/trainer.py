@@ -134,7 +134,7 @@ class PipelineTrainer(Trainer):
             outputs = model(**inputs)
         logits = outputs.logits[0] if gathered else outputs.logits[keep]
         targets = labels[keep]
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets)
+        loss = torch.nn.functional.cross_entropy(logits, targets)  # logits: (masked tokens, vocabulary)
         with torch.no_grad():
             self.count_correct((logits.argmax(-1) == targets).sum(), keep.sum())
         return (loss, outputs) if return_outputs else loss
