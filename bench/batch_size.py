@@ -14,7 +14,6 @@ machine to itself. Not part of CI.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,25 +24,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import gemm_peak, machine  # noqa: E402
+from bench.settings_sweep import train_shipped  # noqa: E402
 from bench.train_throughput import flops_per_token  # noqa: E402
 from pipeline.config.loader import load_config  # noqa: E402
 from pipeline.data.tasks import load_text_classification  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
 from pipeline.models.pretrained import resolve_model  # noqa: E402
+from pipeline.training.trainer import native_bf16  # noqa: E402
 
-def run(method: str, batch: int, rows: int, seed: int, workdir: Path) -> dict:
-    from pipeline.registry import get_recipe
-    from pipeline.training.loops import train
-
+def run(method: str, batch: int, rows: int, seed: int) -> dict:
     shipped = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [])
     shipped_batch = shipped.training.get("per_device_train_batch_size", 16)
     learning_rate = shipped.training["learning_rate"] * (batch / shipped_batch) ** 0.5
-    config = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [
-        f"dataset.max_train_samples={rows}", "training.num_train_epochs=1", f"seed={seed}",
-        f"training.per_device_train_batch_size={batch}", f"training.learning_rate={learning_rate}",
-        "training.eval_strategy=no", "training.save_strategy=no", f"output_dir={workdir / str(batch)}"])
-    run_dir = train(config, get_recipe(config.recipe))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        _, metrics = train_shipped(f"sst2_{method}", [
+            f"dataset.max_train_samples={rows}", "training.num_train_epochs=1", f"seed={seed}",
+            f"training.per_device_train_batch_size={batch}", f"training.learning_rate={learning_rate}",
+            "training.eval_strategy=no", "training.save_strategy=no", f"output_dir={tmp}/run"])
     return {"batch": batch, "learning_rate": learning_rate, "seconds": metrics["train"]["seconds"],
             "accuracy": metrics["validation"]["accuracy"]}
 
@@ -66,22 +63,23 @@ def main() -> None:
     per_token = flops_per_token(AutoConfig.from_pretrained(resolve_model("minilm")), mean_length, args.method)
 
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for batch in args.batches:
-            results.append(run(args.method, batch, args.rows, args.seed, Path(tmp)))
-            print(f"batch {batch}: {args.rows / results[-1]['seconds']:.1f} samples/s, "
-                  f"dev accuracy {results[-1]['accuracy']:.4f}", flush=True)
+    for batch in args.batches:
+        results.append(run(args.method, batch, args.rows, args.seed))
+        print(f"batch {batch}: {args.rows / results[-1]['seconds']:.1f} samples/s, "
+              f"dev accuracy {results[-1]['accuracy']:.4f}", flush=True)
 
-    base = results[0]
-    print(f"\n{machine(peak)}\nsst2_{args.method} (bf16 autocast), {args.rows:,} rows, 1 epoch, seed {args.seed}; "
+    base, dtype = results[0], "bf16" if native_bf16() else "fp32"  # the recipe's own choice on this machine
+    precision = "bf16 autocast" if dtype == "bf16" else "fp32"
+    print(f"\n{machine(peak)}\nsst2_{args.method} ({precision}), {args.rows:,} rows, 1 epoch, seed {args.seed}; "
           f"{mean_length:.1f} real tokens per text; the shipped rate scaled by sqrt(batch / shipped batch)\n")
-    print(f"| batch | learning rate | samples/s | vs batch {base['batch']} | useful GFLOP/s | share of bf16 peak | dev accuracy |")
+    print(f"| batch | learning rate | samples/s | vs batch {base['batch']} | useful GFLOP/s | share of {dtype} peak "
+          f"| dev accuracy |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         rate = args.rows / r["seconds"]
         useful = per_token * sum(lengths) / r["seconds"] / 1e9
         print(f"| {r['batch']} | {r['learning_rate']:.2e} | {rate:.1f} | {rate * base['seconds'] / args.rows:.2f}x | "
-              f"{useful:.1f} | {useful / peak['bf16']:.1%} | {r['accuracy']:.4f} |")
+              f"{useful:.1f} | {useful / peak[dtype]:.1%} | {r['accuracy']:.4f} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ All runs fine-tune MiniLM for one epoch on the same SST-2 training rows (seeded 
 
   seed-style     every text padded to max_length 128, plain Trainer, full fine-tuning, fp32
   tuned-hf-bf16  plain Trainer as a Hugging Face expert runs it: dynamic padding, length grouping, bf16
+  tuned-hf       the same in fp32: the peer on a CPU without bf16 instructions (AVX512-BF16 or AMX),
+                 where bf16 autocast is emulated and slower than fp32
   ours-full      the shipped sst2_full (its batch, learning rate and dropout), fp32
   ours-lora      the shipped sst2_lora, fp32
   *-bf16         the same with training.bf16=true (bf16 autocast on the CPU)
@@ -12,6 +14,7 @@ All runs fine-tune MiniLM for one epoch on the same SST-2 training rows (seeded 
                  the compilation happens in the first steps and counts in the training time)
 
 The plain-Trainer runs take sst2_full's batch size and learning rate, and the checkpoint's dropout.
+Each run's speed and accuracy are compared with the tuned peer in its own precision.
 
 Useful FLOPs count real (non-padding) tokens only: 6 x non-embedding parameters per token for full
 fine-tuning (forward 2, backward 4), 4 x for LoRA and head (no weight gradients for frozen layers),
@@ -21,6 +24,7 @@ measured here with ../shared/tools/gemm_peak.py.
 Usage: python bench/train_throughput.py [--rows 2000 20000] [--seeds 42 43] [--runs tuned-hf-bf16,ours-full-bf16,...]
            [--json out.json]
 About 20 minutes on 2 CPU cores with the default runs; needs the machine to itself. Not part of CI.
+On a CPU without bf16 instructions, compare in fp32: --runs tuned-hf,ours-full,ours-lora (and *-compiled).
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.machine import gemm_peak, machine  # noqa: E402
+from bench.settings_sweep import train_shipped  # noqa: E402
 from pipeline.config.loader import load_config  # noqa: E402
 from pipeline.data.tasks import load_text_classification  # noqa: E402
 from pipeline.log import use_terminal  # noqa: E402
@@ -58,10 +63,10 @@ def flops_per_token(model_config, tokens_per_text: float, method: str) -> float:
     return factor * dense + 3 * 2 * attention
 
 
-def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool) -> dict:
+def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool, bf16: bool = False) -> dict:
     """Plain Trainer, full fine-tuning at sst2_full's batch size and learning rate. The seed's style pads
     every text to 128 in fp32; the tuned peer is what a user who knows Hugging Face well runs: dynamic
-    padding (DataCollatorWithPadding), length-grouped batches and bf16."""
+    padding (DataCollatorWithPadding), length-grouped batches, and bf16 where asked."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -78,7 +83,7 @@ def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool) -> dict:
     padding = dict(truncation=True, max_length=128) if tuned else dict(padding="max_length", truncation=True,
                                                                         max_length=128)
     train = data.splits["train"].map(lambda b: tokenizer(b["text"], **padding), batched=True, remove_columns=["text"])
-    tuning = dict(train_sampling_strategy="group_by_length", bf16=True, use_cpu=not torch.cuda.is_available()) \
+    tuning = dict(train_sampling_strategy="group_by_length", bf16=bf16, use_cpu=not torch.cuda.is_available()) \
         if tuned else {}
     args = TrainingArguments(output_dir=str(workdir / ("tuned" if tuned else "seed")),
                              per_device_train_batch_size=cfg.training["per_device_train_batch_size"],
@@ -97,7 +102,7 @@ def plain_trainer(rows: int, seed: int, workdir: Path, tuned: bool) -> dict:
                                                  else padding))).logits
                             for i in range(0, len(dev), 64)])
     accuracy = float((logits.argmax(-1).numpy() == np.asarray(dev["label"])).mean())
-    return {"seconds": seconds, "accuracy": accuracy, "method": "full", "bf16": tuned}
+    return {"seconds": seconds, "accuracy": accuracy, "method": "full", "bf16": bf16}
 
 
 def ours_name(method: str, bf16: bool, compiled: bool) -> str:
@@ -105,23 +110,19 @@ def ours_name(method: str, bf16: bool, compiled: bool) -> str:
 
 
 def ours(method: str, bf16: bool, rows: int, seed: int, workdir: Path, compiled: bool = False) -> dict:
-    from pipeline.registry import get_recipe
-    from pipeline.training.loops import train
-
     name = ours_name(method, bf16, compiled)
-    config = load_config(ROOT / f"recipes/configs/sst2_{method}.yaml", [
+    _, metrics = train_shipped(f"sst2_{method}", [
         f"dataset.max_train_samples={rows}", "training.num_train_epochs=1", f"seed={seed}", "training.eval_strategy=no",
         "training.save_strategy=no", f"training.bf16={'true' if bf16 else 'false'}",
         f"training.torch_compile={'true' if compiled else 'false'}", f"output_dir={workdir / name}"])
-    run_dir = train(config, get_recipe(config.recipe), overwrite=True)  # the next seed reuses the folder
-    metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"seconds": metrics["train"]["seconds"], "accuracy": metrics["validation"]["accuracy"],
             "method": method, "bf16": bf16}
 
 
 RUNS = {
     "seed-style": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=False),
-    "tuned-hf-bf16": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=True),
+    "tuned-hf-bf16": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=True, bf16=True),
+    "tuned-hf": lambda rows, seed, w: plain_trainer(rows, seed, w, tuned=True),
     **{ours_name(method, bf16, compiled):
        (lambda rows, seed, w, method=method, bf16=bf16, compiled=compiled: ours(method, bf16, rows, seed, w, compiled))
        for method in ("full", "lora") for bf16 in (False, True) for compiled in (False, True)},
@@ -172,21 +173,22 @@ def main() -> None:
 
 
 def table(rows: int, seeds: list[int], results: dict[str, list[dict]]) -> list[str]:
-    peer = results.get("tuned-hf-bf16")
-    peer_rate = np.mean([r["samples_per_second"] for r in peer]) if peer else None
-    peer_accuracy = np.mean([r["accuracy"] for r in peer]) if peer else None
-    lines = [f"{rows:,} rows:", "", "| run | samples/s | vs tuned-hf-bf16 | dev accuracy (seed " + ", ".join(map(str, seeds))
-             + ") | mean | vs tuned-hf-bf16 | useful GFLOP/s | share of peak |", "|---|---|---|---|---|---|---|---|"]
+    """One row per run; speed and accuracy against the tuned peer in the run's own precision, where it ran."""
+    means = {name: (np.mean([r["samples_per_second"] for r in runs]), np.mean([r["accuracy"] for r in runs]))
+             for name, runs in results.items()}
+    seed_list = ", ".join(map(str, seeds))
+    lines = [f"{rows:,} rows:", "", f"| run | samples/s | vs tuned peer | dev accuracy (seed {seed_list}) | mean "
+             "| vs tuned peer | useful GFLOP/s | share of peak |", "|---|---|---|---|---|---|---|---|"]
     for name, runs in results.items():
-        rate, accuracy = np.mean([r["samples_per_second"] for r in runs]), np.mean([r["accuracy"] for r in runs])
-        speed = f"{rate / peer_rate:.2f}x" if peer_rate else "-"
-        points = f"{(accuracy - peer_accuracy) * 100:+.2f} points" if peer_accuracy is not None else "-"
+        rate, accuracy = means[name]
+        peer = means.get("tuned-hf-bf16" if runs[0]["bf16"] else "tuned-hf")
+        speed = f"{rate / peer[0]:.2f}x" if peer else "-"
+        points = f"{(accuracy - peer[1]) * 100:+.2f} points" if peer else "-"
         per_seed = ", ".join(f"{r['accuracy']:.4f}" for r in runs)
         lines.append(f"| {name} | {rate:.1f} | {speed} | {per_seed} | "
                      f"{accuracy:.4f} | {points} | {np.mean([r['useful_gflops'] for r in runs]):.1f} | "
                      f"{np.mean([r['peak_share'] for r in runs]):.1%} of {runs[0]['peak_dtype']} |")
     return lines
-
 
 if __name__ == "__main__":
     main()
