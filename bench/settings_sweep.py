@@ -1,5 +1,6 @@
-"""Shipped configs trained under several settings on the same rows, epochs and seeds, for the
-benchmarks that compare a setting against the code path before it (`bench/dropout_speed.py`,
+"""Shipped configs trained under given overrides, for the benchmarks: ``train_shipped`` trains one
+(also for `bench/batch_size.py` and `bench/train_throughput.py`); ``sweep`` and ``speed_up`` serve
+those that compare a setting against the code path before it (`bench/dropout_speed.py`,
 `bench/mlm_head.py`): each run's result printed as it lands, then a table of ratios to a baseline."""
 from __future__ import annotations
 

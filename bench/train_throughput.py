@@ -23,6 +23,7 @@ measured here with ../shared/tools/gemm_peak.py.
 
 Usage: python bench/train_throughput.py [--rows 2000 20000] [--seeds 42 43] [--runs tuned-hf-bf16,ours-full-bf16,...]
            [--json out.json]
+       python bench/train_throughput.py --tables-from out.json   (the tables again, without training)
 About 20 minutes on 2 CPU cores with the default runs; needs the machine to itself. Not part of CI.
 On a CPU without bf16 instructions, compare in fp32: --runs tuned-hf,ours-full,ours-lora (and *-compiled).
 """
@@ -135,7 +136,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43])
     parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated, of: {', '.join(RUNS)}")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--tables-from", help="print the tables of a run saved with --json, without training")
     args = parser.parse_args()
+    if args.tables_from:
+        saved = json.loads(Path(args.tables_from).read_text())
+        report(saved["peak"], {int(rows): results for rows, results in saved["results"].items()})
+        return
     use_terminal()
     from transformers import AutoConfig, AutoTokenizer
 
@@ -144,7 +150,7 @@ def main() -> None:
     model_config = AutoConfig.from_pretrained(resolve_model("minilm"))
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
     names = args.runs.split(",")
-    tables, everything = [], {}
+    everything = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
             cfg = load_config(ROOT / "recipes/configs/sst2_full.yaml", [f"dataset.max_train_samples={rows}"])
@@ -162,18 +168,24 @@ def main() -> None:
                     results[name].append(result)
                     print(f"{rows} rows, seed {seed}, {name}: {result['samples_per_second']:.1f} samples/s, "
                           f"dev accuracy {result['accuracy']:.4f}", flush=True)
-            tables.append(table(rows, args.seeds, results))
             everything[rows] = results
-    print(f"\n{machine(peak)}\nMiniLM-L6, 1 epoch of SST-2 rows (seeded subsets), dev accuracy on 872 sentences; "
-          f"samples/s and share of peak: mean over seeds {', '.join(map(str, args.seeds))}")
-    for lines in tables:
-        print("\n" + "\n".join(lines))
+    report(peak, everything)
     if args.json:
         Path(args.json).write_text(json.dumps({"peak": peak, "results": everything}, indent=2))
 
 
+def report(peak: dict[str, float], everything: dict[int, dict[str, list[dict]]]) -> None:
+    """The machine line, then one table per row count."""
+    seeds = [r["seed"] for r in next(iter(next(iter(everything.values())).values()))]
+    print(f"\n{machine(peak)}\nMiniLM-L6, 1 epoch of SST-2 rows (seeded subsets), dev accuracy on 872 sentences; "
+          f"samples/s and share of peak: mean over seeds {', '.join(map(str, seeds))}")
+    for rows, results in everything.items():
+        print("\n" + "\n".join(table(rows, seeds, results)))
+
+
 def table(rows: int, seeds: list[int], results: dict[str, list[dict]]) -> list[str]:
-    """One row per run; speed and accuracy against the tuned peer in the run's own precision, where it ran."""
+    """One row per run; speed and accuracy against the tuned peer in the run's own precision, where it ran;
+    then each compiled run's speed against its eager twin, seed by seed (compile time counted)."""
     means = {name: (np.mean([r["samples_per_second"] for r in runs]), np.mean([r["accuracy"] for r in runs]))
              for name, runs in results.items()}
     seed_list = ", ".join(map(str, seeds))
@@ -188,7 +200,13 @@ def table(rows: int, seeds: list[int], results: dict[str, list[dict]]) -> list[s
         lines.append(f"| {name} | {rate:.1f} | {speed} | {per_seed} | "
                      f"{accuracy:.4f} | {points} | {np.mean([r['useful_gflops'] for r in runs]):.1f} | "
                      f"{np.mean([r['peak_share'] for r in runs]):.1%} of {runs[0]['peak_dtype']} |")
+    for name, runs in results.items():
+        eager = results.get(name.removesuffix("-compiled"))
+        if name.endswith("-compiled") and eager:
+            ratios = ", ".join(f"{c['samples_per_second'] / e['samples_per_second']:.2f}x" for c, e in zip(runs, eager))
+            lines.append(f"\n{name} against {name.removesuffix('-compiled')}, seed by seed: {ratios}")
     return lines
+
 
 if __name__ == "__main__":
     main()
